@@ -1,11 +1,9 @@
 """replytrack: email reply tracking for sales platforms.
 
 Give every send a unique, optionally signed Message-ID, parse incoming mail's headers, and match
-replies to the sends they answer through ``In-Reply-To`` / ``References``. See DESIGN.md for the
-architecture; everything public is importable from here.
+replies to the sends they answer through ``In-Reply-To`` / ``References``. Everything public is
+importable from here; the modules behind it are an implementation detail unless documented.
 """
-
-from __future__ import annotations
 
 from replytrack.errors import (
     ConfigError,
@@ -15,12 +13,39 @@ from replytrack.errors import (
     SourceError,
     StoreError,
 )
+from replytrack.headers import (
+    Address,
+    Headers,
+    decode_encoded_words,
+    normalize_msg_id,
+    normalize_subject,
+    parse_address,
+    parse_addresses,
+    parse_headers,
+    parse_msg_id,
+    parse_msg_ids,
+)
+from replytrack.msgid import MessageIdGenerator, Token
+
+__version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Address",
     "ConfigError",
+    "Headers",
     "HookError",
+    "MessageIdGenerator",
     "ParseError",
     "ReplytrackError",
     "SourceError",
     "StoreError",
+    "Token",
+    "decode_encoded_words",
+    "normalize_msg_id",
+    "normalize_subject",
+    "parse_address",
+    "parse_addresses",
+    "parse_headers",
+    "parse_msg_id",
+    "parse_msg_ids",
 ]
