@@ -274,6 +274,7 @@ def decode_encoded_words(text: str) -> str:
 
 # A well-formed id: dot-atom-ish left part, one "@", no CFWS. See _parse_ids.
 _PLAIN_ID: Final = re.compile(r"<([^<>\s()\"@,;\[\]\\]+)@([^<>\s()\"@,;\\]+)>")
+_ONE_PLAIN_ID: Final = re.compile(rf"\s*{_PLAIN_ID.pattern}\s*")
 _ID_LIST_SEPARATORS: Final = " \t\r\n,"
 _BARE_ID_TRIM: Final = ".,;:'\"()[]{}"
 
@@ -374,6 +375,14 @@ def _clean_id(raw: str, defects: list[str]) -> str | None:
 
 def _scan_ids(value: str, defects: list[str]) -> list[str]:
     """Slow path: find every id in a messy msg-id list, never stopping at a bad one."""
+    if "=?" in value:
+        # RFC 2047 §5 forbids encoded-words here, but Python's email package (policy.default)
+        # writes In-Reply-To and References that way whenever an id makes the line longer
+        # than 78 characters, so replies built with it arrive like this.
+        decoded = _decode_encoded_words(value, defects)
+        if decoded != value:
+            defects.append("encoded-word in a message id field")
+            value = decoded
     ids: list[str] = []
     text = _strip_cfws(value, keep_space=True)
     pos = 0
@@ -425,6 +434,9 @@ def _scan_ids(value: str, defects: list[str]) -> list[str]:
 
 
 def _parse_ids(value: str, defects: list[str]) -> tuple[str, ...]:
+    one = _ONE_PLAIN_ID.fullmatch(value)
+    if one is not None and one.end(2) - one.start(1) < MAX_ID_LENGTH:
+        return (f"{one[1]}@{one[2].lower()}",)  # Message-ID, In-Reply-To: one plain id
     # Fast path: split on well-formed ids; if only whitespace and commas are left between
     # them, the field is plain. One regex pass, no per-character Python.
     parts = _PLAIN_ID.split(value)

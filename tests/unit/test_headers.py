@@ -6,6 +6,7 @@ import datetime as dt
 import email
 import email.policy
 import pickle
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -238,6 +239,20 @@ def test_too_many_ids_keep_the_first_and_the_newest() -> None:
     assert kept[:KEEP_FIRST_IDS] == tuple(ids[:KEEP_FIRST_IDS])
     assert kept[-1] == ids[-1]
     assert kept[KEEP_FIRST_IDS] == ids[len(ids) - (MAX_IDS_PER_FIELD - KEEP_FIRST_IDS)]
+
+
+def test_ids_that_pythons_email_package_rfc2047_encoded_are_found() -> None:
+    """policy.default encodes In-Reply-To/References holding an id longer than a line."""
+    long_id = "r1." + "a" * 90 + "@mail.sales.example"
+    message = EmailMessage()
+    message["In-Reply-To"] = f"<{long_id}>"
+    message["References"] = f"<first@x.example> <{long_id}>"
+    data = message.as_bytes()
+    assert b"=?utf-8?q?" in data
+    h = parse_headers(data)
+    assert h.in_reply_to == (long_id,)
+    assert h.references == ("first@x.example", long_id)
+    assert any("encoded-word" in d for d in h.defects)
 
 
 def test_message_id_is_the_first_id_of_the_field() -> None:
