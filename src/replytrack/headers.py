@@ -283,20 +283,26 @@ def _normalize_id(left: str, domain: str | None) -> str:
     return left if domain is None else f"{left}@{domain.lower()}"
 
 
-def _quoted_end(text: str, pos: int) -> int:
-    """Index just past the quoted string opening at `pos` (or the end of an unterminated one)."""
+def _quoted_end(text: str, pos: int) -> tuple[int, bool]:
+    """Index just past the quoted string opening at `pos`, and whether it was closed.
+
+    An unterminated string runs to the end of `text`.
+    """
     n = len(text)
     pos += 1
     while pos < n:
         ch = text[pos]
         if ch == '"':
-            return pos + 1
+            return pos + 1, True
         pos += 2 if ch == "\\" else 1
-    return n
+    return n, False
 
 
-def _comment_end(text: str, pos: int) -> int:
-    """Index just past the (nested) comment opening at `pos`, or the end if unterminated."""
+def _comment_end(text: str, pos: int) -> tuple[int, bool]:
+    """Index just past the (nested) comment opening at `pos`, and whether it was closed.
+
+    An unterminated comment runs to the end of `text`.
+    """
     n = len(text)
     depth = 0
     while pos < n:
@@ -306,11 +312,11 @@ def _comment_end(text: str, pos: int) -> int:
         elif ch == ")":
             depth -= 1
             if not depth:
-                return pos + 1
+                return pos + 1, True
         elif ch == "\\":
             pos += 1
         pos += 1
-    return n
+    return n, False
 
 
 _CFWS_SPECIAL: Final = re.compile(r'["(\\\s]')
@@ -336,10 +342,10 @@ def _strip_cfws(text: str, *, keep_space: bool = False) -> str:
         out.append(text[pos:start])
         ch = text[start]
         if ch == '"':
-            pos = _quoted_end(text, start)
+            pos = _quoted_end(text, start)[0]
             out.append(text[start:pos])
         elif ch == "(":
-            pos = _comment_end(text, start)
+            pos = _comment_end(text, start)[0]
             if keep_space:
                 out.append(" ")
         elif ch == "\\":
@@ -589,16 +595,17 @@ def _tokenize_address_list(value: str, defects: list[str]) -> Iterator[tuple[str
         if ch.isspace():
             pos += 1
         elif ch == '"':
-            end = _quoted_end(value, pos)
-            closed = end > pos + 1 and value[end - 1] == '"' and value[end - 2 : end] != '\\"'
+            end, closed = _quoted_end(value, pos)
             if not closed:
+                # A stray quote would swallow the rest of the list; read on without it.
                 defects.append("unterminated quoted string in address list")
-            inner = value[pos + 1 : end - 1 if closed else end]
+                pos += 1
+                continue
+            inner = value[pos + 1 : end - 1]
             yield "quoted", _QUOTED_PAIR.sub(r"\1", inner) if "\\" in inner else inner
             pos = end
         elif ch == "(":
-            end = _comment_end(value, pos)
-            closed = value[end - 1] == ")"
+            end, closed = _comment_end(value, pos)
             if not closed:
                 defects.append("unterminated comment in address list")
             yield "comment", value[pos + 1 : end - 1 if closed else end]
@@ -690,10 +697,10 @@ def _finish_mailbox(tokens: list[tuple[str, str]], defects: list[str], out: list
                 defects.append(f"not an address: {' '.join(words)[:80]!r}")
                 return
     name = _WS_RUN.sub(" ", _decode_encoded_words(name, defects)).strip()
-    if addr and "@" in addr:
-        local, _, domain = addr.rpartition("@")
-        if not local or not domain:
-            defects.append(f"address with an empty part: {addr[:80]!r}")
+    local, at, domain = addr.rpartition("@")
+    if at and (not local or not domain):
+        defects.append(f"not an address (empty part): {addr[:80]!r}")
+        return
     out.append(Address(name, addr))
 
 

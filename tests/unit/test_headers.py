@@ -350,6 +350,22 @@ def test_one_bad_address_never_loses_the_others() -> None:
     assert [a.addr for a in found] == ["a@x.example", "b@x.example", "c@y.example"]
 
 
+def test_a_stray_quote_does_not_swallow_the_rest_of_the_list() -> None:
+    found = parse_addresses('"Jo <jo@x.example>, b@y.example')
+    assert [a.addr for a in found] == ["jo@x.example", "b@y.example"]
+
+
+def test_an_address_with_an_empty_part_is_dropped() -> None:
+    assert parse_addresses("a@x.example, @, jo@, @x.example, <@>, b@y.example") == (
+        Address("", "a@x.example"),
+        Address("", "b@y.example"),
+    )
+
+
+def test_an_escaped_backslash_ends_a_quoted_name_in_the_slow_path() -> None:
+    assert parse_addresses(r'(c) "a\\" <x@y.example>')[0].name == "a\\"
+
+
 def test_a_name_without_brackets_before_the_address_is_understood() -> None:
     assert parse_addresses("Jo Smith jo@x.example") == (Address("Jo Smith", "jo@x.example"),)
     assert parse_addresses("Jo Smith jo@x.example")[0].name == "Jo Smith"
