@@ -288,8 +288,9 @@ _ID_LIST_SEPARATORS: Final = " \t\r\n,"
 _BARE_ID_TRIM: Final = ".,;:'\"()[]{}"
 
 
-def _normalize_id(left: str, domain: str | None) -> str:
-    return left if domain is None else f"{left}@{domain.lower()}"
+def _normalize_id(left: str, domain: str) -> str:
+    """The canonical form of an id (module Rule 5): the domain lower-cased, the left kept."""
+    return f"{left}@{domain.lower()}"
 
 
 def _quoted_end(text: str, pos: int) -> tuple[int, bool]:
@@ -411,9 +412,9 @@ def _scan_ids(value: str, defects: list[str]) -> list[str]:
             if close < 0 or (0 <= reopen < close):
                 stop = reopen if reopen >= 0 else n
                 defects.append("unterminated '<' in message id list")
-                candidate = text[pos + 1 : stop]
                 # "<id@host" followed by more text: take the id-like first word only.
-                candidate = candidate.split()[0] if candidate.split() else ""
+                words = text[pos + 1 : stop].split()
+                candidate = words[0] if words else ""
                 pos = stop
             else:
                 candidate = text[pos + 1 : close]
@@ -423,10 +424,7 @@ def _scan_ids(value: str, defects: list[str]) -> list[str]:
                 ids.append(cleaned)
         elif ch == '"':
             # A quoted phrase such as "Lars's message of ...": not an id.
-            close = text.find('"', pos + 1)
-            while close > 0 and text[close - 1] == "\\":
-                close = text.find('"', close + 1)
-            pos = n if close < 0 else close + 1
+            pos = _quoted_end(text, pos)[0]
         elif ch.isspace() or ch in ",;":
             pos += 1
         else:
@@ -663,6 +661,7 @@ def _angle_addr(text: str) -> str:
 
 
 def _finish_mailbox(tokens: list[tuple[str, str]], defects: list[str], out: list[Address]) -> None:
+    """Turn the tokens of one list entry into an `Address` appended to `out`, or a defect."""
     if not tokens:
         return
     angles = [text for kind, text in tokens if kind == "angle"]
@@ -704,7 +703,7 @@ def _finish_mailbox(tokens: list[tuple[str, str]], defects: list[str], out: list
             elif len(at_words) == 1:
                 defects.append("display name without angle brackets around the address")
                 addr = at_words[0]
-                name = name or " ".join(w for w in words if w is not addr)
+                name = name or " ".join(w for w in words if w != addr)
             else:
                 defects.append(f"not an address: {' '.join(words)[:80]!r}")
                 return
