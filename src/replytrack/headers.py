@@ -37,7 +37,7 @@ import functools
 import re
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, overload
 
 import attrs
 
@@ -464,6 +464,8 @@ def _parse_ids(value: str, defects: list[str]) -> tuple[str, ...]:
             defects.append(f"message id longer than {MAX_ID_LENGTH} characters dropped")
     else:
         ids = _scan_ids(value, defects)
+    if not ids and value and not value.isspace():
+        defects.append(f"no message id found in {value.strip()[:80]!r}")
     if len(ids) > MAX_IDS_PER_FIELD:
         defects.append(f"{len(ids)} message ids in one field; kept the first and the newest")
         ids = ids[:KEEP_FIRST_IDS] + ids[len(ids) - (MAX_IDS_PER_FIELD - KEEP_FIRST_IDS) :]
@@ -577,7 +579,21 @@ class Address:
         return self.addr.rpartition("@")[2].lower() if "@" in self.addr else ""
 
     def __str__(self) -> str:
-        return email.utils.formataddr((self.name, self.addr)) if self.name else self.addr
+        """The address for people to read: ``"Ops, Revenue" <revops@example.com>``.
+
+        Non-ASCII names stay as they are; to write a header, use `email.utils.formataddr`,
+        which RFC 2047-encodes them.
+        """
+        if not self.name:
+            return self.addr or "<>"
+        name = self.name
+        if any(ch in name for ch in _NAME_SPECIALS):
+            # Quoted as in a header, so "Ops, Revenue" does not read as two names.
+            name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return f"{name} <{self.addr}>"
+
+
+_NAME_SPECIALS: Final = frozenset('",;:<>()[]@\\')
 
 
 # The common case, checked as a whole: comma-separated mailboxes "Name <a@b>", "\"Name\" <a@b>"
@@ -884,6 +900,10 @@ class Headers:
         """Every field in order as ``(name, value)``: names as written, values unfolded."""
         return tuple((name, _unfold(value)) for name, value in self._raw)
 
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, default: _T) -> str | _T: ...
     def get(self, name: str, default: _T | None = None) -> str | _T | None:
         """Return the first value of field `name`, unfolded and RFC 2047-decoded.
 

@@ -260,6 +260,12 @@ def test_message_id_is_the_first_id_of_the_field() -> None:
     assert h.message_id == "One@x.example"
 
 
+def test_an_id_field_without_an_id_is_a_defect() -> None:
+    h = parse_headers("Message-ID: no id here\n\n")
+    assert h.message_id is None
+    assert h.defects == ("message-id: no message id found in 'no id here'",)
+
+
 def test_missing_threading_fields_are_empty() -> None:
     h = parse_headers("Subject: x\n\n")
     assert h.message_id is None
@@ -383,6 +389,8 @@ def test_address_parts_and_str() -> None:
     assert (a.local, a.domain) == ("Jo", "x.example")
     assert str(a) == '"Jo, Doe" <Jo@X.Example>'
     assert str(Address("", "jo@x")) == "jo@x"
+    assert str(Address("Dana Müller", "d@x")) == "Dana Müller <d@x>"
+    assert str(Address("", "")) == "<>"
     assert Address("", "MAILER-DAEMON").domain == ""
 
 
