@@ -5,6 +5,8 @@ replies to the sends they answer through ``In-Reply-To`` / ``References``. Every
 importable from here; the modules behind it are an implementation detail unless documented.
 """
 
+from replytrack.classify import Classification, Kind, classify
+from replytrack.dsn import Bounce, BouncedRecipient
 from replytrack.errors import (
     ConfigError,
     HookError,
@@ -31,15 +33,20 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Address",
+    "Bounce",
+    "BouncedRecipient",
+    "Classification",
     "ConfigError",
     "Headers",
     "HookError",
+    "Kind",
     "MessageIdGenerator",
     "ParseError",
     "ReplytrackError",
     "SourceError",
     "StoreError",
     "Token",
+    "classify",
     "decode_encoded_words",
     "normalize_msg_id",
     "normalize_subject",
