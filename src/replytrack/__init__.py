@@ -6,6 +6,7 @@ importable from here; the modules behind it are an implementation detail unless 
 """
 
 from replytrack.classify import Classification, Kind, classify
+from replytrack.conversation import Thread, thread_messages
 from replytrack.dsn import Bounce, BouncedRecipient
 from replytrack.errors import (
     ConfigError,
@@ -28,6 +29,7 @@ from replytrack.headers import (
     parse_msg_ids,
 )
 from replytrack.msgid import MessageIdGenerator, Token
+from replytrack.threadindex import ThreadIndex
 
 __version__ = "0.1.0.dev0"
 
@@ -45,6 +47,8 @@ __all__ = [
     "ReplytrackError",
     "SourceError",
     "StoreError",
+    "Thread",
+    "ThreadIndex",
     "Token",
     "classify",
     "decode_encoded_words",
@@ -55,4 +59,5 @@ __all__ = [
     "parse_headers",
     "parse_msg_id",
     "parse_msg_ids",
+    "thread_messages",
 ]
