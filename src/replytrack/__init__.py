@@ -7,6 +7,7 @@ importable from here; the modules behind it are an implementation detail unless 
 
 from replytrack.classify import Classification, Kind, classify
 from replytrack.conversation import Thread, thread_messages
+from replytrack.correlate import Correlation, Correlator, MatchMethod, Role
 from replytrack.dsn import Bounce, BouncedRecipient
 from replytrack.errors import (
     ConfigError,
@@ -29,6 +30,7 @@ from replytrack.headers import (
     parse_msg_ids,
 )
 from replytrack.msgid import MessageIdGenerator, Token
+from replytrack.store import MemoryStore, SentMessage, SQLiteStore, Store
 from replytrack.threadindex import ThreadIndex
 
 __version__ = "0.1.0.dev0"
@@ -39,13 +41,21 @@ __all__ = [
     "BouncedRecipient",
     "Classification",
     "ConfigError",
+    "Correlation",
+    "Correlator",
     "Headers",
     "HookError",
     "Kind",
+    "MatchMethod",
+    "MemoryStore",
     "MessageIdGenerator",
     "ParseError",
     "ReplytrackError",
+    "Role",
+    "SQLiteStore",
+    "SentMessage",
     "SourceError",
+    "Store",
     "StoreError",
     "Thread",
     "ThreadIndex",

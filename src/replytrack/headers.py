@@ -50,6 +50,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "Address",
     "Headers",
+    "address_key",
     "decode_encoded_words",
     "normalize_msg_id",
     "normalize_subject",
@@ -545,8 +546,17 @@ def normalize_msg_id(value: str) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
-def _address_key(addr: str) -> str:
-    """Comparison key of an address: case-insensitive, the domain in its ASCII (IDNA) form."""
+def address_key(addr: str) -> str:
+    """Return the comparison key of an address: lower case, the domain in ASCII (IDNA) form.
+
+    `Address` equality is equality of this key; stores index participants by it.
+
+    Args:
+        addr: an addr-spec such as ``"Jo@Bücher.example"``.
+
+    Returns:
+        The key, e.g. ``"jo@xn--bcher-kva.example"``. Never raises.
+    """
     local, at, domain = addr.rpartition("@")
     if at and not domain.isascii():
         with contextlib.suppress(UnicodeError):
@@ -565,7 +575,7 @@ class Address:
     """
 
     name: str = attrs.field(eq=False)
-    addr: str = attrs.field(eq=_address_key)
+    addr: str = attrs.field(eq=address_key)
 
     @property
     def local(self) -> str:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import importlib
 import pickle
 from pathlib import Path
 
 import attrs
 import pytest
 
-from replytrack import classify as classify_module
 from replytrack.classify import MAX_PARSE_BYTES, Classification, Kind, classify
 from replytrack.testing import build_bounce, build_out_of_office, build_reply
+
+# The module, not the function re-exported as `replytrack.classify`.
+classify_module = importlib.import_module("replytrack.classify")
 
 CORPUS = Path(__file__).parent.parent / "corpus"
 

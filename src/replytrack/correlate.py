@@ -1,0 +1,295 @@
+"""Tie an incoming message to the send it answers.
+
+The correlator reads an incoming message's headers and finds the send (a `SentMessage` in a
+`Store`) that it answers, with the evidence that decided. It never looks at who wrote the
+reply to decide *whether* it matches: a reply from a colleague, from someone who was only on
+Cc, or from the person a prospect forwarded the mail to matches through its headers all the
+same, and `Role` says who answered.
+
+Rule 1: own mail is never a reply. A message whose own Message-ID is one of our sends (or
+        carries our signed token), or whose ``From`` is one of the configured own addresses,
+        correlates to nothing (`Correlator.is_own_mail` tells the caller why it was skipped).
+Rule 2: the strongest evidence wins, in this order (`MatchMethod`): a signed token in a
+        referenced id; ``In-Reply-To``; ``References`` newest first; earlier incoming messages
+        already tied to a send; the original Message-ID inside a bounce or complaint; the
+        provider's thread id; the Outlook ``Thread-Index`` conversation GUID; and, only when
+        enabled, the normalised subject plus a participant (low confidence).
+Rule 3: all exact-id lookups of one message go to the store in one call.
+Rule 4: a message that references two different sends (threads merged by a client) matches
+        the newest reference, and the correlation says so in its `notes`.
+Rule 5: the core does no I/O of its own: the store is the only collaborator that does.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import email.message
+import enum
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from replytrack.classify import Classification, Kind, classify
+from replytrack.headers import Address, Headers, normalize_subject, parse_headers
+from replytrack.msgid import MessageIdGenerator
+from replytrack.store import SentMessage, Store
+from replytrack.threadindex import ThreadIndex
+
+__all__ = ["Correlation", "Correlator", "MatchMethod", "Role"]
+
+
+class MatchMethod(enum.Enum):
+    """Which evidence tied a message to its send, strongest first."""
+
+    TOKEN = "token"  # noqa: S105 (a method name, not a password)
+    IN_REPLY_TO = "in_reply_to"
+    REFERENCES = "references"
+    THREAD = "thread"
+    BOUNCE_ORIGINAL = "bounce_original"
+    PROVIDER_THREAD = "provider_thread"
+    THREAD_INDEX = "thread_index"
+    SUBJECT_PARTICIPANTS = "subject_participants"
+
+    @property
+    def low_confidence(self) -> bool:
+        """True for the heuristic that may match the wrong send."""
+        return self is MatchMethod.SUBJECT_PARTICIPANTS
+
+
+class Role(enum.Enum):
+    """Who answered, relative to the send."""
+
+    RECIPIENT = "recipient"  # was on the send's To
+    CC = "cc"  # was on the send's Cc
+    OTHER = "other"  # another address: a colleague, an alias, the person it was forwarded to
+    UNKNOWN = "unknown"  # a token match whose send is not in the store: who was mailed is unknown
+
+
+@attrs.frozen
+class Correlation:
+    """A message tied to the send it answers.
+
+    Attributes:
+        ref: the host's ref of the send (from the store, else from the signed token).
+        sent: the stored send, or ``None`` for a token match whose send is not in the store.
+        method: the evidence that decided.
+        responder: the first ``From`` address of the message, or ``None`` when it has none.
+        role: the responder's role relative to the send.
+        classification: what kind of message it is (reply, out-of-office, bounce ...).
+        matched_id: the referenced Message-ID that matched, for the id-based methods.
+        notes: remarks worth logging, such as a message referencing two different sends.
+    """
+
+    ref: str
+    sent: SentMessage | None
+    method: MatchMethod
+    responder: Address | None
+    role: Role
+    classification: Classification
+    matched_id: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class _Hit:
+    sent: SentMessage | None
+    ref: str
+    method: MatchMethod
+    matched_id: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+class Correlator:
+    """Find the send an incoming message answers.
+
+    Args:
+        store: where sends and earlier incoming messages are recorded.
+        generator: enables token matching: a referenced id signed by this generator matches
+            even when the store has lost (or never had) the send.
+        own_addresses: the addresses of the mailbox owner (the rep); mail from them is never
+            a reply. Compared case-insensitively, IDNA domains in ASCII.
+        subject_window: enables the low-confidence subject + participant heuristic for sends
+            younger than this; ``None`` (the default) leaves it off.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        generator: MessageIdGenerator | None = None,
+        *,
+        own_addresses: Iterable[str | Address] = (),
+        subject_window: _dt.timedelta | None = None,
+    ) -> None:
+        self._store = store
+        self._generator = generator
+        self._own = frozenset(
+            a if isinstance(a, Address) else Address("", a) for a in own_addresses
+        )
+        self._subject_window = subject_window
+
+    def is_own_mail(self, headers: Headers) -> str | None:
+        """Say why `headers` belong to our own mail, or ``None`` when they do not.
+
+        Args:
+            headers: the parsed headers of an incoming message.
+
+        Returns:
+            A short reason ("From is an own address", ...) or ``None``.
+        """
+        if any(a in self._own for a in headers.from_):
+            return "From is an own address"
+        mid = headers.message_id
+        if mid is None:
+            return None
+        if self._generator is not None and self._generator.verify(mid) is not None:
+            return "Message-ID carries our signed token"
+        if self._store.find_sent([mid]):
+            return "Message-ID is a recorded send"
+        return None
+
+    def correlate(
+        self,
+        data: bytes | str | email.message.Message | Headers,
+        *,
+        classification: Classification | None = None,
+        provider_thread_id: str | None = None,
+        now: _dt.datetime | None = None,
+    ) -> Correlation | None:
+        """Find the send `data` answers.
+
+        Args:
+            data: the incoming message (raw, parsed by the stdlib, or its parsed `Headers`).
+            classification: the message's classification when the caller already has it;
+                computed with `classify` otherwise (a `Headers` input then counts as a
+                human reply, since the body is not available).
+            provider_thread_id: the provider's thread id of the message (Gmail thread id,
+                Graph conversation id), when the source supplies one.
+            now: the reference time for the subject heuristic's window (default: the
+                message's Date, else the current time).
+
+        Returns:
+            The correlation, or ``None`` when the message answers none of our sends or is our
+            own mail (see `is_own_mail`).
+        """
+        headers = data if isinstance(data, Headers) else parse_headers(data)
+        if self.is_own_mail(headers) is not None:
+            return None
+        if classification is None:
+            classification = (
+                Classification(kind=Kind.REPLY) if isinstance(data, Headers) else classify(data)
+            )
+        hit = (
+            self._by_ids(headers)
+            or self._by_bounce_original(classification)
+            or self._by_provider_thread(provider_thread_id)
+            or self._by_thread_index(headers)
+            or self._by_subject(headers, now)
+        )
+        if hit is None:
+            return None
+        responder = headers.from_[0] if headers.from_ else None
+        return Correlation(
+            ref=hit.ref,
+            sent=hit.sent,
+            method=hit.method,
+            responder=responder,
+            role=_role(responder, hit.sent),
+            classification=classification,
+            matched_id=hit.matched_id,
+            notes=hit.notes,
+        )
+
+    # -- the methods, strongest first ---------------------------------------------------------
+
+    def _by_ids(self, headers: Headers) -> _Hit | None:
+        """TOKEN, IN_REPLY_TO, REFERENCES (newest first) and THREAD, in one store round."""
+        in_reply_to = headers.in_reply_to
+        ids = list(dict.fromkeys((*in_reply_to, *reversed(headers.references))))
+        if not ids:
+            return None
+        if self._generator is not None:
+            for mid in ids:
+                token = self._generator.verify(mid)
+                if token is not None:
+                    sent = self._store.find_sent([mid]).get(mid)
+                    return _Hit(sent, sent.ref if sent else token.ref, MatchMethod.TOKEN, mid)
+        found = self._store.find_sent(ids)
+        if found:
+            matched = [mid for mid in ids if mid in found]
+            first = matched[0]
+            sent = found[first]
+            method = MatchMethod.IN_REPLY_TO if first in in_reply_to else MatchMethod.REFERENCES
+            others = {found[mid].message_id for mid in matched} - {sent.message_id}
+            notes = (
+                (f"references {len(others) + 1} different sends; matched the newest",)
+                if others
+                else ()
+            )
+            return _Hit(sent, sent.ref, method, first, notes)
+        earlier = self._store.find_incoming(ids)
+        for mid in ids:
+            if mid in earlier:
+                sent = earlier[mid]
+                return _Hit(sent, sent.ref, MatchMethod.THREAD, mid)
+        return None
+
+    def _by_bounce_original(self, classification: Classification) -> _Hit | None:
+        original = classification.original_message_id
+        if original is None:
+            return None
+        sent = self._store.find_sent([original]).get(original)
+        if sent is not None:
+            return _Hit(sent, sent.ref, MatchMethod.BOUNCE_ORIGINAL, original)
+        token = self._generator.verify(original) if self._generator is not None else None
+        if token is not None:
+            return _Hit(None, token.ref, MatchMethod.BOUNCE_ORIGINAL, original)
+        return None
+
+    def _by_provider_thread(self, thread_id: str | None) -> _Hit | None:
+        if not thread_id:
+            return None
+        sent = self._store.find_sent_by_provider_thread(thread_id)
+        return None if sent is None else _Hit(sent, sent.ref, MatchMethod.PROVIDER_THREAD)
+
+    def _by_thread_index(self, headers: Headers) -> _Hit | None:
+        value = headers.get("thread-index")
+        index = ThreadIndex.decode(value) if value else None
+        if index is None:
+            return None
+        sent = self._store.find_sent_by_thread_index(index.guid)
+        return None if sent is None else _Hit(sent, sent.ref, MatchMethod.THREAD_INDEX)
+
+    def _by_subject(self, headers: Headers, now: _dt.datetime | None) -> _Hit | None:
+        if self._subject_window is None or not headers.subject or not headers.from_:
+            return None
+        subject = normalize_subject(headers.subject)
+        if not subject:
+            return None
+        reference = now or headers.date or _dt.datetime.now(_dt.timezone.utc)
+        participants = [a.addr for a in (*headers.from_, *headers.to, *headers.cc)]
+        candidates = self._store.find_sent_by_subject(
+            subject, participants, reference - self._subject_window
+        )
+        if not candidates:
+            return None
+        sent = candidates[0]
+        notes: tuple[str, ...] = ("matched by subject and participant only: low confidence",)
+        if len(candidates) > 1:
+            notes += (f"{len(candidates)} sends share this subject; matched the newest",)
+        return _Hit(sent, sent.ref, MatchMethod.SUBJECT_PARTICIPANTS, None, notes)
+
+
+def _role(responder: Address | None, sent: SentMessage | None) -> Role:
+    if sent is None:
+        return Role.UNKNOWN
+    if responder is None:
+        return Role.OTHER
+    if _contains(sent.to, responder):
+        return Role.RECIPIENT
+    if _contains(sent.cc, responder):
+        return Role.CC
+    return Role.OTHER
+
+
+def _contains(addresses: Sequence[str], who: Address) -> bool:
+    return any(Address("", a) == who for a in addresses)
