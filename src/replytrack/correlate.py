@@ -25,11 +25,12 @@ from __future__ import annotations
 import datetime as _dt
 import email.message
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
 from replytrack.classify import Classification, Kind, classify
+from replytrack.dsn import may_be_report
 from replytrack.headers import Address, Headers, normalize_subject, parse_headers
 from replytrack.msgid import MessageIdGenerator
 from replytrack.store import SentMessage, Store
@@ -136,15 +137,20 @@ class Correlator:
         Returns:
             A short reason ("From is an own address", ...) or ``None``.
         """
+        mid = headers.message_id
+        return self._own_mail_reason(headers, self._store.find_sent([mid]) if mid else {})
+
+    def _own_mail_reason(self, headers: Headers, found: Mapping[str, SentMessage]) -> str | None:
+        """`is_own_mail`, with the store's answer for the message's own id already at hand."""
         if any(a in self._own for a in headers.from_):
             return "From is an own address"
         mid = headers.message_id
         if mid is None:
             return None
+        if mid in found:
+            return "Message-ID is a recorded send"
         if self._generator is not None and self._generator.verify(mid) is not None:
             return "Message-ID carries our signed token"
-        if self._store.find_sent([mid]):
-            return "Message-ID is a recorded send"
         return None
 
     def correlate(
@@ -159,9 +165,11 @@ class Correlator:
 
         Args:
             data: the incoming message (raw, parsed by the stdlib, or its parsed `Headers`).
-            classification: the message's classification when the caller already has it;
-                computed with `classify` otherwise (a `Headers` input then counts as a
-                human reply, since the body is not available).
+            classification: the message's classification when the caller already has it.
+                Otherwise it is computed with `classify`, only when needed: for a message
+                that matched, and for one whose headers say it may be a bounce or report
+                (`dsn.may_be_report`). A `Headers` input counts as a human reply, since its
+                body is not available.
             provider_thread_id: the provider's thread id of the message (Gmail thread id,
                 Graph conversation id), when the source supplies one.
             now: the reference time for the subject heuristic's window (default: the
@@ -172,21 +180,35 @@ class Correlator:
             own mail (see `is_own_mail`).
         """
         headers = data if isinstance(data, Headers) else parse_headers(data)
-        if self.is_own_mail(headers) is not None:
+        own_id = headers.message_id
+        referenced = list(dict.fromkeys((*headers.in_reply_to, *reversed(headers.references))))
+        # Rule 3: the message's own id (Rule 1) and every referenced id in one store call.
+        lookup = [own_id, *referenced] if own_id else referenced
+        found = self._store.find_sent(lookup) if lookup else {}
+        if self._own_mail_reason(headers, found) is not None:
             return None
-        if classification is None:
-            classification = (
-                Classification(kind=Kind.REPLY) if isinstance(data, Headers) else classify(data)
+
+        def classified() -> Classification:
+            if isinstance(data, Headers):
+                return Classification(kind=Kind.REPLY)
+            return classify(data)
+
+        hit = self._by_ids(headers, referenced, found)
+        if hit is None:
+            # Classifying reads the body, by far the dearest step: only a message that may be
+            # a report can match through a report's original Message-ID.
+            if classification is None and not isinstance(data, Headers) and may_be_report(headers):
+                classification = classified()
+            hit = (
+                (classification and self._by_bounce_original(classification))
+                or self._by_provider_thread(provider_thread_id)
+                or self._by_thread_index(headers)
+                or self._by_subject(headers, now)
             )
-        hit = (
-            self._by_ids(headers)
-            or self._by_bounce_original(classification)
-            or self._by_provider_thread(provider_thread_id)
-            or self._by_thread_index(headers)
-            or self._by_subject(headers, now)
-        )
         if hit is None:
             return None
+        if classification is None:
+            classification = classified()
         responder = headers.from_[0] if headers.from_ else None
         return Correlation(
             ref=hit.ref,
@@ -201,19 +223,26 @@ class Correlator:
 
     # -- the methods, strongest first ---------------------------------------------------------
 
-    def _by_ids(self, headers: Headers) -> _Hit | None:
-        """TOKEN, IN_REPLY_TO, REFERENCES (newest first) and THREAD, in one store round."""
-        in_reply_to = headers.in_reply_to
-        ids = list(dict.fromkeys((*in_reply_to, *reversed(headers.references))))
+    def _by_ids(
+        self, headers: Headers, ids: list[str], found: Mapping[str, SentMessage]
+    ) -> _Hit | None:
+        """TOKEN, IN_REPLY_TO, REFERENCES (newest first), then THREAD.
+
+        Args:
+            headers: the message's headers.
+            ids: the referenced ids, In-Reply-To first, then References newest first.
+            found: the store's sends for those ids.
+        """
         if not ids:
             return None
+        in_reply_to = headers.in_reply_to
         if self._generator is not None:
             for mid in ids:
                 token = self._generator.verify(mid)
                 if token is not None:
-                    sent = self._store.find_sent([mid]).get(mid)
+                    sent = found.get(mid)
                     return _Hit(sent, sent.ref if sent else token.ref, MatchMethod.TOKEN, mid)
-        found = self._store.find_sent(ids)
+        found = {mid: found[mid] for mid in ids if mid in found}
         if found:
             matched = [mid for mid in ids if mid in found]
             first = matched[0]

@@ -63,6 +63,7 @@ __all__ = [
     "find_status",
     "infer_status",
     "is_hard",
+    "may_be_report",
     "reason_for",
 ]
 
@@ -1641,12 +1642,8 @@ def _envelope_score(ev: _Evidence) -> tuple[int, list[str]]:
     if h.get("x-failed-recipients"):
         score += 3
         why.append("X-Failed-Recipients")
-    # A subject longer than a line is not a mail system's; bound the regex work (Rule 6).
     subject = (h.subject or "")[:300]
-    if subject and (
-        (_BOUNCE_SUBJECT.search(subject) and not _REPLY_PREFIX.match(subject))
-        or _BOUNCE_SUBJECT_SUFFIX.search(subject)
-    ):
+    if _is_bounce_subject(subject):
         score += 2
         why.append(f"Subject: {subject[:80]}")
     return_path = h.get("return-path")
@@ -1655,6 +1652,43 @@ def _envelope_score(ev: _Evidence) -> tuple[int, list[str]]:
         score += 1
         why.append("null Return-Path" if return_path in ("<>", "") else f"Auto-Submitted: {auto}")
     return score, why
+
+
+def _is_bounce_subject(subject: str) -> bool:
+    # A subject longer than a line is not a mail system's; bound the regex work (Rule 6).
+    subject = subject[:300]
+    return bool(subject) and bool(
+        (_BOUNCE_SUBJECT.search(subject) and not _REPLY_PREFIX.match(subject))
+        or _BOUNCE_SUBJECT_SUFFIX.search(subject)
+    )
+
+
+def may_be_report(headers: Headers) -> bool:
+    """Tell from the headers alone whether `analyze_report` could find a report.
+
+    A cheap pre-check (microseconds, no MIME parsing) for callers that only need reports,
+    such as the correlator looking for the original Message-ID of a bounce: ``False`` means
+    `analyze_report` returns ``None`` whatever the body holds. It is ``True`` for a multipart
+    other than ``multipart/alternative`` (a report part may sit inside one), a ``message/*``
+    body, and the envelope of a mail system (Rule 2: a daemon or empty sender,
+    ``X-Failed-Recipients``, or a bounce subject that is not a reply).
+
+    Args:
+        headers: the message's parsed headers.
+
+    Returns:
+        Whether the message needs `analyze_report` to be ruled out.
+    """
+    ctype = (headers.get("content-type") or "text/plain").split(";", 1)[0].strip().lower()
+    if ctype.startswith("message/") or (
+        ctype.startswith("multipart/") and ctype != "multipart/alternative"
+    ):
+        return True
+    if headers.get("x-failed-recipients") or _is_daemon((*headers.from_, *headers.sender)):
+        return True
+    if not headers.from_ and headers.get("from") is not None:
+        return True  # a From that holds no address: "<>", as some MTAs write it
+    return _is_bounce_subject(headers.subject or "")
 
 
 def _plain_bounce(ev: _Evidence) -> Report | None:

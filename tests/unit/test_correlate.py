@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -326,3 +327,21 @@ def test_subject_matching_needs_a_participant_of_the_send(store: Store) -> None:
         date=SENT_AT + dt.timedelta(days=1),
     )
     assert correlator.correlate(stranger) is None
+
+
+# -- cost ---------------------------------------------------------------------------------------
+
+
+def test_unrelated_mail_is_not_classified(
+    correlator: Correlator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Classifying reads the body; mail that matches nothing and is no report skips it."""
+    calls: list[object] = []
+    module = importlib.import_module("replytrack.correlate")
+    monkeypatch.setattr(module, "classify", lambda data: calls.append(data) or classify(data))
+    assert correlator.correlate(build_reply(in_reply_to="<elsewhere@x.example>")) is None
+    assert calls == []
+    assert correlator.correlate(build_bounce(original_message_id=f"<{SEND_ID}>")) is not None
+    assert len(calls) == 1
+    assert correlator.correlate(build_reply(in_reply_to=f"<{SEND_ID}>")) is not None
+    assert len(calls) == 2

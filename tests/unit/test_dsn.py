@@ -23,9 +23,11 @@ from replytrack.dsn import (
     analyze_report,
     infer_status,
     is_hard,
+    may_be_report,
     reason_for,
 )
 from replytrack.headers import parse_headers
+from replytrack.testing import build_reply
 
 CORPUS = Path(__file__).parent.parent / "corpus"
 LIMIT = 512 * 1024
@@ -567,3 +569,22 @@ def test_hard_reasons() -> None:
     assert not is_hard("mailboxfull")
     assert is_hard("notaccept", permanent=True)
     assert not is_hard("notaccept", permanent=False)
+
+
+def test_may_be_report_never_rules_out_a_report_of_the_corpus() -> None:
+    """The correlator skips classification when this says no: it must never miss a report."""
+    checked = 0
+    for path in sorted(CORPUS.rglob("*")):
+        if not path.is_file() or path.name in ("SOURCES.md", ".gitattributes"):
+            continue
+        data = path.read_bytes()
+        headers = parse_headers(data)
+        message = email.message_from_bytes(data[: 512 * 1024], policy=email.policy.compat32)
+        if analyze_report(message, headers) is not None:
+            checked += 1
+            assert may_be_report(headers), path
+    assert checked > 100
+
+
+def test_may_be_report_is_false_for_a_plain_human_reply() -> None:
+    assert not may_be_report(parse_headers(build_reply()))
