@@ -32,7 +32,7 @@ import attrs
 
 from replytrack import dsn, ooo
 from replytrack.dsn import Bounce
-from replytrack.headers import Headers, parse_headers
+from replytrack.headers import Headers, parse_headers, text_to_bytes
 
 __all__ = ["MAX_PARSE_BYTES", "Classification", "Kind", "classify"]
 
@@ -92,19 +92,6 @@ class Classification:
     feedback_type: str | None = None
 
 
-def _as_bytes(text: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        pass
-    try:
-        # Text decoded with surrogateescape (as the stdlib does with 8-bit bytes): the raw
-        # bytes come back.
-        return text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace")  # lone surrogates: nothing to recover
-
-
 def classify(data: bytes | bytearray | memoryview | str | email.message.Message) -> Classification:
     """Classify an incoming message: reply, out-of-office, auto-reply, bounce, delay ...
 
@@ -124,7 +111,7 @@ def classify(data: bytes | bytearray | memoryview | str | email.message.Message)
         headers = parse_headers(data)
     else:
         if isinstance(data, str):
-            raw = _as_bytes(data)
+            raw = text_to_bytes(data)
         elif isinstance(data, (bytes, bytearray, memoryview)):
             raw = bytes(data)
         else:

@@ -59,6 +59,7 @@ __all__ = [
     "parse_headers",
     "parse_msg_id",
     "parse_msg_ids",
+    "text_to_bytes",
 ]
 
 #: The most bytes of a message read as its header block. Real header blocks stay well below
@@ -147,8 +148,12 @@ def _unfold(value: str) -> str:
     return value.strip()
 
 
-def _text_to_bytes(text: str) -> bytes:
-    """Encode text for `_cut_block`, giving back raw bytes where the text holds them."""
+def text_to_bytes(text: str) -> bytes:
+    """Return the bytes of a message given as text, giving back raw bytes where it holds them.
+
+    Text decoded with ``surrogateescape`` (as the standard library's parser does with 8-bit
+    header bytes) gets its original bytes back; lone surrogates become ``?``. Never raises.
+    """
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
@@ -1079,9 +1084,9 @@ def parse_headers(data: bytes | bytearray | memoryview | str | email.message.Mes
     if isinstance(data, bytes):
         raw = data
     elif isinstance(data, str):
-        raw = _text_to_bytes(data)
+        raw = text_to_bytes(data)
     elif isinstance(data, email.message.Message):
-        raw = _text_to_bytes(_message_text(data))
+        raw = text_to_bytes(_message_text(data))
     elif isinstance(data, (bytearray, memoryview)):
         raw = bytes(data)
     else:
