@@ -1611,9 +1611,6 @@ def _detect(headers: Headers, message: email.message.Message | None) -> AutoRepl
     raw_body = body_text(message) if message is not None else ""
     own_text, quoted = _unquoted(raw_body)
     flat_body = _flat(own_text)
-    flat_subject = _flat(subject_raw)
-    body = _body_evidence(flat_body)
-    subject_body = _body_evidence(flat_subject)
 
     reasons: list[str] = []
     out_of_office = evidence.vacation
@@ -1628,14 +1625,26 @@ def _detect(headers: Headers, message: email.message.Message | None) -> AutoRepl
         reasons.append(subject.absence + (", answering a message" if is_reply else ""))
         out_of_office = True
 
+    body_only = (
+        not reasons
+        and not quoted  # see _body_only: a quoted original means a person pressed Reply
+        and len(flat_body) <= _MAX_BODY_ONLY_CHARS
+        and not _is_list_post(headers)
+    )
+    if not (reasons or evidence.weak or body_only):
+        # Nothing the body's wording could decide or back up: skip the phrase search, by far
+        # the dearest step, for the bulk of mail (human replies quote what they answer).
+        return None
+    body = _body_evidence(flat_body)
     corroboration = body.statement or body.declaration or body.service
     if not reasons and evidence.weak and corroboration:
         reasons.extend(evidence.weak)
         reasons.append(f"body: {corroboration}")
-    if not reasons and not _is_list_post(headers) and len(flat_body) <= _MAX_BODY_ONLY_CHARS:
+    if body_only and not reasons:
         reasons.extend(_body_only(body, quoted=quoted))
     if not reasons:
         return None
+    subject_body = _body_evidence(_flat(subject_raw))
 
     if body.absence or subject_body.absence or body.statement:
         out_of_office = True
