@@ -130,7 +130,8 @@ def _parse(raw: bytes) -> email.message.Message | None:
 
 def _classify(headers: Headers, message: email.message.Message | None) -> Classification:
     failures: list[str] = []
-    if message is not None:
+    # may_be_report rules reports out from the headers alone, sparing human mail the MIME walk.
+    if message is not None and dsn.may_be_report(headers):
         try:
             report = dsn.analyze_report(message, headers)
         except Exception as exc:

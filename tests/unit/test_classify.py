@@ -148,7 +148,7 @@ def test_a_failing_report_analyser_does_not_raise(monkeypatch: pytest.MonkeyPatc
         raise RuntimeError("bug")
 
     monkeypatch.setattr(classify_module.dsn, "analyze_report", broken)
-    c = classify(build_reply())
+    c = classify(build_reply(from_="Mail Delivery System <MAILER-DAEMON@mx.example>"))
     assert c.kind is Kind.REPLY
     assert any("RuntimeError" in reason for reason in c.reasons)
 
