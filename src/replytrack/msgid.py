@@ -231,6 +231,11 @@ class MessageIdGenerator:
         """The lower-case ASCII domain every generated id ends with."""
         return self._domain
 
+    @property
+    def can_sign(self) -> bool:
+        """Whether the generator has a secret, so `generate(ref=...)` can sign ids."""
+        return self._signer is not None
+
     def __repr__(self) -> str:
         # Never the secret, nor anything derived from it.
         return f"<MessageIdGenerator domain={self._domain!r} keys={len(self._verifiers)}>"

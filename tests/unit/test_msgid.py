@@ -642,3 +642,8 @@ def test_token_is_frozen_and_hashable() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         token.ref = "other"  # type: ignore[misc]
     assert {token, Token(ref="c42", issued_at=token.issued_at)} == {token}
+
+
+def test_can_sign_says_whether_the_generator_has_a_secret() -> None:
+    assert make().can_sign
+    assert not MessageIdGenerator(DOMAIN).can_sign
