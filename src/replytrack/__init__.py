@@ -17,6 +17,7 @@ from replytrack.errors import (
     SourceError,
     StoreError,
 )
+from replytrack.events import Action, ReplyEvent
 from replytrack.headers import (
     Address,
     Headers,
@@ -29,20 +30,27 @@ from replytrack.headers import (
     parse_msg_id,
     parse_msg_ids,
 )
+from replytrack.hooks import CampaignStopHook, CRMLogHook
 from replytrack.msgid import MessageIdGenerator, Token
+from replytrack.policy import Decision, Policy, Scope
 from replytrack.store import MemoryStore, SentMessage, SQLiteStore, Store
 from replytrack.threadindex import ThreadIndex
+from replytrack.tracker import PollResult, ReplyTracker, RetryResult
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Action",
     "Address",
     "Bounce",
     "BouncedRecipient",
+    "CRMLogHook",
+    "CampaignStopHook",
     "Classification",
     "ConfigError",
     "Correlation",
     "Correlator",
+    "Decision",
     "Headers",
     "HookError",
     "Kind",
@@ -50,9 +58,15 @@ __all__ = [
     "MemoryStore",
     "MessageIdGenerator",
     "ParseError",
+    "Policy",
+    "PollResult",
+    "ReplyEvent",
+    "ReplyTracker",
     "ReplytrackError",
+    "RetryResult",
     "Role",
     "SQLiteStore",
+    "Scope",
     "SentMessage",
     "SourceError",
     "Store",

@@ -30,9 +30,14 @@ from typing import Final, Literal
 
 import attrs
 
+from replytrack.events import ReplyEvent
+from replytrack.sources.memory import MemorySource
+
 __all__ = [
     "OOO_LANGUAGES",
     "OOO_TEMPLATES",
+    "CapturingHook",
+    "MemorySource",
     "OutOfOfficeTemplate",
     "build_auto_reply",
     "build_bounce",
@@ -40,6 +45,37 @@ __all__ = [
     "build_reply",
     "format_date",
 ]
+
+
+class CapturingHook:
+    """A hook for tests: records the events it receives, and fails on demand.
+
+    Use it for `ReplyTracker`'s ``campaign_stop`` or ``crm_log``::
+
+        stop = CapturingHook()
+        tracker = ReplyTracker(store, campaign_stop=stop)
+        ...
+        assert [e.ref for e in stop.events] == ["c42:p7"]
+
+    Attributes:
+        events: the events received, in order (failed calls are not recorded).
+        failures: how many of the next calls raise `RuntimeError`, as a host's CRM outage would.
+        calls: every call, failed ones included.
+    """
+
+    def __init__(self, *, failures: int = 0) -> None:
+        self.events: list[ReplyEvent] = []
+        self.failures = failures
+        self.calls = 0
+
+    def __call__(self, event: ReplyEvent) -> None:
+        """Record `event`, or raise while injected failures remain."""
+        self.calls += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise RuntimeError("hook failure injected by CapturingHook")
+        self.events.append(event)
+
 
 _DEFAULT_DATE: Final = _dt.datetime(2027, 3, 1, 9, 30, tzinfo=_dt.timezone.utc)
 _POLICY: Final = email.policy.SMTP.clone(max_line_length=78)

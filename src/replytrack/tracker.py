@@ -1,0 +1,555 @@
+"""The tracker: stamps what the host sends, recognises what comes back, and calls the hooks.
+
+`ReplyTracker` is the thin layer a sales platform integrates (DESIGN.md, "The tracker and its
+hooks"). It feeds incoming mail through the pure core (parse, correlate, classify), asks the
+policy what to do, writes every decision to the store, and only then calls the host's hooks.
+
+Rule 1: decisions are durable before anything else happens. For each incoming message the
+        processed ledger, the tie to its send and the outbox entries for its hooks are written
+        in one store transaction; when polling, the source's cursor joins that transaction, so
+        a batch is acknowledged exactly when its decisions are stored.
+Rule 2: hooks run after the commit, and a hook that raises leaves its entry in the outbox with a
+        retry time (exponential backoff, capped); after `max_attempts` the entry is parked as
+        dead. Nothing is lost: a crash anywhere re-delivers at most what was not yet marked
+        delivered, with the same ``event_id`` (at-least-once delivery, see `replytrack.hooks`).
+Rule 3: processing is idempotent per incoming message: the ledger key is its Message-ID (or a
+        digest of its header block when it has none), so the same reply seen in two mailboxes
+        or after a resync produces one event.
+Rule 4: bodies are read only when needed: a source that delivers header blocks first is asked
+        for the full message only for mail that correlated or may be a bounce.
+Rule 5: the tracker reads the time only through its injected clock.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import email
+import email.message
+import email.policy
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final
+
+import attrs
+
+from replytrack.classify import Classification, classify
+from replytrack.correlate import Correlation, Correlator
+from replytrack.dsn import may_be_report
+from replytrack.errors import ConfigError, SourceError, StoreError
+from replytrack.events import MAX_BODY_TEXT, Action, ReplyEvent, make_event_id
+from replytrack.headers import (
+    Headers,
+    normalize_msg_id,
+    parse_addresses,
+    parse_headers,
+    parse_msg_ids,
+    text_to_bytes,
+)
+from replytrack.hooks import CampaignStopHook, CRMLogHook
+from replytrack.msgid import MessageIdGenerator
+from replytrack.ooo import body_text
+from replytrack.policy import Decision, Policy
+from replytrack.sources.base import IncomingMessage, MailboxSource
+from replytrack.store import OutboxEntry, SentMessage, Store
+from replytrack.threadindex import ThreadIndex, thread_topic
+
+__all__ = ["PollResult", "ReplyTracker", "RetryResult"]
+
+log = logging.getLogger("replytrack")
+
+#: Hook names as stored in the outbox.
+CAMPAIGN_STOP: Final = "campaign_stop"
+CRM_LOG: Final = "crm_log"
+#: At most this many ids in the References of a follow-up: the first (the thread root) and the
+#: newest, as mail clients trim them.
+MAX_REFERENCES: Final = 20
+
+
+@attrs.frozen
+class PollResult:
+    """What one `ReplyTracker.poll` did.
+
+    Attributes:
+        seen: messages fetched from the source.
+        matched: messages tied to one of our sends.
+        events: events created (one per matched message).
+        own: messages skipped as our own mail.
+        duplicates: messages already processed before (another mailbox, a resync).
+        batches: batches committed.
+        errors: human-readable failures; the batch that failed was not acknowledged, so its
+            messages come again at the next poll.
+    """
+
+    seen: int = 0
+    matched: int = 0
+    events: int = 0
+    own: int = 0
+    duplicates: int = 0
+    batches: int = 0
+    errors: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class RetryResult:
+    """What one `ReplyTracker.retry_pending` did: entries delivered, failed again, parked dead."""
+
+    delivered: int = 0
+    failed: int = 0
+    dead: int = 0
+
+
+@attrs.frozen
+class _Decided:
+    """The outcome of one message before it is written: what the transaction must store."""
+
+    key: str
+    own: bool = False
+    duplicate: bool = False
+    event: ReplyEvent | None = None
+    incoming_id: str | None = None
+    sent_id: str | None = None
+    hooks: tuple[str, ...] = ()
+
+
+class ReplyTracker:
+    """Track replies to the mail a host sends, and tell the host through its hooks.
+
+    Args:
+        store: where sends, decisions and pending hook deliveries are kept.
+        generator: mints the Message-IDs of `stamp`; with a secret, ids carry a signed token
+            that matches replies even when the store lost the send.
+        campaign_stop: called for STOP and PAUSE events (see `CampaignStopHook`).
+        crm_log: called for every correlated event the policy sends to the CRM.
+        own_addresses: the reps' addresses: mail from them is never a reply.
+        policy: maps what came back to an action (default: `Policy()`).
+        clock: returns the current aware time (default: UTC now).
+        max_attempts: hook attempts before an outbox entry is parked as dead.
+        retry_base: the first retry delay; it doubles with each attempt ...
+        retry_cap: ... up to this.
+        subject_window: enables the low-confidence subject heuristic of the `Correlator`.
+
+    Raises:
+        ConfigError: on an invalid argument.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        generator: MessageIdGenerator | None = None,
+        *,
+        campaign_stop: CampaignStopHook | None = None,
+        crm_log: CRMLogHook | None = None,
+        own_addresses: Iterable[str] = (),
+        policy: Policy | None = None,
+        clock: Callable[[], _dt.datetime] | None = None,
+        max_attempts: int = 8,
+        retry_base: _dt.timedelta = _dt.timedelta(seconds=30),
+        retry_cap: _dt.timedelta = _dt.timedelta(hours=6),
+        subject_window: _dt.timedelta | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ConfigError(f"max_attempts must be at least 1, not {max_attempts}")
+        if retry_base <= _dt.timedelta(0) or retry_cap < retry_base:
+            raise ConfigError("retry_base must be positive and retry_cap at least retry_base")
+        for name, hook in (("campaign_stop", campaign_stop), ("crm_log", crm_log)):
+            if hook is not None and not callable(hook):
+                raise ConfigError(f"{name} must be callable, not {type(hook).__name__}")
+        self.store = store
+        self.generator = generator
+        self.policy = policy if policy is not None else Policy()
+        self._hooks: dict[str, Callable[[ReplyEvent], None]] = {}
+        if campaign_stop is not None:
+            self._hooks[CAMPAIGN_STOP] = campaign_stop
+        if crm_log is not None:
+            self._hooks[CRM_LOG] = crm_log
+        self._clock = clock or (lambda: _dt.datetime.now(_dt.timezone.utc))
+        self._max_attempts = max_attempts
+        self._retry_base = retry_base
+        self._retry_cap = retry_cap
+        self.correlator = Correlator(
+            store, generator, own_addresses=own_addresses, subject_window=subject_window
+        )
+        self._plain_generators: dict[str, MessageIdGenerator] = {}
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def stamp(
+        self,
+        message: email.message.EmailMessage,
+        ref: str,
+        *,
+        follow_up_of: SentMessage | None = None,
+    ) -> SentMessage:
+        """Give an outgoing message its identity, and record it as a send.
+
+        Sets ``Message-ID`` (a signed token when the generator has a secret),
+        ``Thread-Index`` and ``Thread-Topic`` (so Outlook threads the sequence), and for a
+        follow-up step ``In-Reply-To`` and ``References`` to the previous step plus a child
+        ``Thread-Index``. The message's policy is widened to RFC 5322's 998-character lines,
+        because Python's default 78 folds long ids into RFC 2047 encoded-words that many clients
+        fail to thread.
+
+        Args:
+            message: the message about to be sent; changed in place.
+            ref: the host's identifier of this send (campaign, prospect, step ...).
+            follow_up_of: the previous step of the same sequence, for a threaded follow-up.
+
+        Returns:
+            The recorded `SentMessage`.
+
+        Raises:
+            ConfigError: the message has no From or no To, or `ref` is unusable.
+        """
+        senders = parse_addresses(message.get("From", ""))
+        to = parse_addresses(", ".join(message.get_all("To", [])))
+        cc = parse_addresses(", ".join(message.get_all("Cc", [])))
+        if not senders or not senders[0].domain:
+            raise ConfigError("stamp() needs a message with a From address")
+        if not to:
+            raise ConfigError("stamp() needs a message with at least one To address")
+        now = self._now()
+        generator = self.generator or self._plain_generator(senders[0].domain)
+        mid = generator.generate(ref=ref) if generator.can_sign else generator.generate()
+        subject = message.get("Subject")
+
+        if follow_up_of is not None:
+            parent_index = ThreadIndex.new(
+                now=follow_up_of.sent_at or now,
+                guid=follow_up_of.thread_index or ThreadIndex.new(now=now).guid,
+            )
+            index = parent_index.child(now=now)
+            parent = f"<{follow_up_of.message_id}>"
+            references = _bounded_references([*_existing_ids(message), parent])
+        else:
+            index = ThreadIndex.new(now=now)
+            parent = None
+            references = []
+
+        if message.policy.max_line_length is not None and message.policy.max_line_length < 998:
+            message.policy = message.policy.clone(max_line_length=998)
+        _set(message, "Message-ID", mid)
+        _set(message, "Thread-Index", index.encode())
+        if subject:
+            _set(message, "Thread-Topic", thread_topic(str(subject)))
+        if parent is not None:
+            _set(message, "In-Reply-To", parent)
+            _set(message, "References", " ".join(references))
+
+        sent = SentMessage(
+            message_id=mid,
+            ref=ref,
+            sender=senders[0].addr,
+            to=tuple(a.addr for a in to if a.domain),
+            cc=tuple(a.addr for a in cc if a.domain),
+            subject=str(subject) if subject is not None else None,
+            sent_at=now,
+            thread_index=index.guid,
+        )
+        self.store.record_sent(sent)
+        return sent
+
+    def record_sent(self, sent: SentMessage) -> None:
+        """Record a send made without `stamp` (a provider that assigns its own id)."""
+        self.store.record_sent(sent)
+
+    def record_alias(self, ref_or_sent: str | SentMessage, message_id: str) -> None:
+        """Add the Message-ID a provider actually used for a send (Graph may replace ours).
+
+        Args:
+            ref_or_sent: the send, or its ref (the newest send with that ref).
+            message_id: the id the provider reports, with or without brackets.
+
+        Raises:
+            ConfigError: no send has that ref, or the id is not an id.
+        """
+        sent = ref_or_sent
+        if isinstance(sent, str):
+            found = self.store.find_sent_by_ref(sent)
+            if found is None:
+                raise ConfigError(f"no send recorded with ref {sent!r}")
+            sent = found
+        alias = normalize_msg_id(message_id)
+        if alias is None:
+            raise ConfigError(f"not a Message-ID: {message_id!r}")
+        if alias != sent.message_id:
+            self.store.record_alias(sent.message_id, alias)
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    def process(
+        self,
+        data: bytes | str | email.message.Message,
+        *,
+        provider_thread_id: str | None = None,
+        received_at: _dt.datetime | None = None,
+    ) -> list[ReplyEvent]:
+        """Recognise one incoming message, record the decision, and call the hooks.
+
+        Idempotent: the same message processed again (from this mailbox or another) yields no
+        new event.
+
+        Args:
+            data: the raw message, or one parsed by the standard library.
+            provider_thread_id: the provider's thread id, when the source supplies one.
+            received_at: when the mailbox received it (default: the message's Date).
+
+        Returns:
+            The new events: one when the message answers one of our sends, else none.
+
+        Raises:
+            StoreError: the store failed; nothing was recorded, so processing again is safe.
+            ConfigError: `received_at` is a naive datetime.
+        """
+        if received_at is not None and received_at.utcoffset() is None:
+            raise ConfigError("received_at must be an aware datetime")
+        incoming = IncomingMessage(
+            data=data if isinstance(data, bytes) else _as_bytes(data),
+            source_id="process",
+            provider_thread_id=provider_thread_id,
+            received_at=received_at,
+        )
+        decided = self._decide(incoming, None, set())
+        self._commit([decided], None)
+        return self._dispatch([decided])
+
+    def poll(
+        self, source: MailboxSource, *, limit: int = 100, max_batches: int | None = None
+    ) -> PollResult:
+        """Fetch what is new in `source` since its saved cursor, and process it.
+
+        Each batch is processed and then committed in one transaction together with the
+        source's new cursor; hooks run after the commit. A failure of the source or the store
+        stops the poll: the failed batch was not acknowledged and comes again next time.
+
+        Args:
+            source: the mailbox to read.
+            limit: messages per batch.
+            max_batches: stop after this many batches (default: until the source has no more).
+
+        Returns:
+            The counts of what happened.
+        """
+        counts = {"seen": 0, "matched": 0, "events": 0, "own": 0, "duplicates": 0, "batches": 0}
+        errors: list[str] = []
+        cursor = self.store.load_cursor(source.name)
+        while max_batches is None or counts["batches"] < max_batches:
+            try:
+                batch = source.fetch(cursor, limit)
+                seen_keys: set[str] = set()
+                decided = [self._decide(m, source, seen_keys) for m in batch.messages]
+                self._commit(decided, (source.name, batch.cursor))
+            except (SourceError, StoreError) as exc:
+                log.warning("poll of %s stopped: %s", source.name, exc)
+                errors.append(f"{type(exc).__name__}: {exc}")
+                break
+            cursor = batch.cursor
+            counts["batches"] += 1
+            counts["seen"] += len(decided)
+            counts["own"] += sum(d.own for d in decided)
+            counts["duplicates"] += sum(d.duplicate for d in decided)
+            matched = [d for d in decided if d.event is not None]
+            counts["matched"] += len(matched)
+            counts["events"] += len(self._dispatch(decided))
+            if not batch.more:
+                break
+        return PollResult(**counts, errors=tuple(errors))
+
+    def retry_pending(self, *, limit: int = 100) -> RetryResult:
+        """Deliver again the outbox entries whose hooks failed and whose retry time has come.
+
+        Args:
+            limit: the most entries to try in this call.
+
+        Returns:
+            How many were delivered, failed again, or were parked as dead.
+        """
+        delivered = failed = dead = 0
+        for entry in self.store.due_outbox(self._now(), limit):
+            outcome = self._deliver(entry, ReplyEvent.from_json(entry.payload))
+            delivered += outcome == "delivered"
+            failed += outcome == "failed"
+            dead += outcome == "dead"
+        return RetryResult(delivered, failed, dead)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _now(self) -> _dt.datetime:
+        now = self._clock()
+        if now.tzinfo is None:
+            raise ConfigError("the tracker's clock returned a naive datetime")
+        return now
+
+    def _plain_generator(self, domain: str) -> MessageIdGenerator:
+        generator = self._plain_generators.get(domain)
+        if generator is None:
+            generator = self._plain_generators[domain] = MessageIdGenerator(domain)
+        return generator
+
+    def _decide(
+        self, incoming: IncomingMessage, source: MailboxSource | None, seen_keys: set[str]
+    ) -> _Decided:
+        """Work out what one message means, without writing anything."""
+        data = incoming.data
+        headers = parse_headers(data)
+        key = _ledger_key(headers)
+        if key in seen_keys or self.store.is_processed(key):
+            return _Decided(key, duplicate=True)
+        seen_keys.add(key)
+        if self.correlator.is_own_mail(headers) is not None:
+            return _Decided(key, own=True)
+        complete = incoming.complete
+        if not complete and source is not None and may_be_report(headers):
+            data, complete = source.fetch_body(incoming), True
+        correlation = self.correlator.correlate(
+            data if complete else headers, provider_thread_id=incoming.provider_thread_id
+        )
+        if correlation is None:
+            return _Decided(key)
+        if not complete and source is not None:
+            data = source.fetch_body(incoming)
+            correlation = attrs.evolve(correlation, classification=classify(data))
+        decision = self.policy.decide(correlation, today=self._now().date())
+        event = self._event(
+            key,
+            correlation,
+            decision,
+            headers=headers,
+            data=data,
+            received_at=incoming.received_at,
+        )
+        hooks = []
+        if CAMPAIGN_STOP in self._hooks and event.action in (Action.STOP, Action.PAUSE):
+            hooks.append(CAMPAIGN_STOP)
+        if CRM_LOG in self._hooks and decision.notify_crm:
+            hooks.append(CRM_LOG)
+        sent = correlation.sent
+        return _Decided(
+            key,
+            event=event,
+            incoming_id=headers.message_id,
+            sent_id=sent.message_id if sent is not None else None,
+            hooks=tuple(hooks),
+        )
+
+    def _event(
+        self,
+        key: str,
+        correlation: Correlation,
+        decision: Decision,
+        *,
+        headers: Headers,
+        data: bytes,
+        received_at: _dt.datetime | None,
+    ) -> ReplyEvent:
+        c: Classification = correlation.classification
+        return ReplyEvent(
+            event_id=make_event_id(key, correlation.ref, c.kind),
+            kind=c.kind,
+            action=decision.action,
+            resume_on=decision.resume_on,
+            ref=correlation.ref,
+            sent=correlation.sent,
+            message_id=headers.message_id,
+            responder=correlation.responder,
+            role=correlation.role,
+            method=correlation.method,
+            received_at=received_at or headers.date,
+            subject=headers.subject,
+            bounce=c.bounce,
+            body_text=_plain_text(data),
+            reasons=(*c.reasons, f"matched by {correlation.method.value}", decision.reason),
+            scope=decision.scope.value,
+            account_domain=decision.account_domain,
+        )
+
+    def _commit(self, decided: Sequence[_Decided], cursor: tuple[str, str] | None) -> None:
+        """Write the ledger, incoming ties and outbox of `decided` (and the cursor) at once."""
+        now = self._now()
+        with self.store.transaction() as tx:
+            for d in decided:
+                if d.duplicate:
+                    continue
+                tx.mark_processed(d.key, now)
+                if d.event is None:
+                    continue
+                if d.incoming_id and d.sent_id:
+                    tx.record_incoming(d.incoming_id, d.sent_id)
+                payload = d.event.to_json()
+                for hook in d.hooks:
+                    tx.enqueue(d.event.event_id, hook, payload, now)
+            if cursor is not None:
+                tx.save_cursor(*cursor)
+
+    def _dispatch(self, decided: Sequence[_Decided]) -> list[ReplyEvent]:
+        """Call the hooks of freshly committed events; failures stay in the outbox."""
+        events = []
+        for d in decided:
+            if d.event is None:
+                continue
+            events.append(d.event)
+            for entry in self.store.find_outbox(d.event.event_id):
+                if entry.hook in d.hooks and entry.attempts == 0 and entry.finished_at is None:
+                    self._deliver(entry, d.event)
+        return events
+
+    def _deliver(self, entry: OutboxEntry, event: ReplyEvent) -> str:
+        hook = self._hooks.get(entry.hook)
+        now = self._now()
+        if hook is None:
+            # The host no longer configures this hook: park the entry rather than lose it.
+            self.store.mark_dead(entry.entry_id, f"no {entry.hook} hook configured", now)
+            return "dead"
+        try:
+            hook(event)
+        except Exception as exc:  # the host's code: any failure stays in the outbox
+            error = f"{type(exc).__name__}: {exc}"[:1000]
+            attempts = entry.attempts + 1
+            log.warning("hook %s failed for %s: %s", entry.hook, event.event_id, error)
+            if attempts >= self._max_attempts:
+                self.store.mark_dead(entry.entry_id, error, now)
+                return "dead"
+            delay = min(self._retry_base * 2 ** (attempts - 1), self._retry_cap)
+            self.store.mark_failed(entry.entry_id, error, now + delay)
+            return "failed"
+        self.store.mark_delivered(entry.entry_id, now)
+        return "delivered"
+
+
+def _set(message: email.message.Message, name: str, value: str) -> None:
+    del message[name]
+    message[name] = value
+
+
+def _existing_ids(message: email.message.Message) -> list[str]:
+    return [f"<{i}>" for i in parse_msg_ids(" ".join(message.get_all("References", [])))]
+
+
+def _bounded_references(ids: list[str]) -> list[str]:
+    unique = list(dict.fromkeys(ids))
+    if len(unique) <= MAX_REFERENCES:
+        return unique
+    return [unique[0], *unique[-(MAX_REFERENCES - 1) :]]
+
+
+def _ledger_key(headers: Headers) -> str:
+    if headers.message_id:
+        return headers.message_id
+    digest = hashlib.sha256()
+    for name, value in headers.fields:
+        digest.update(f"{name}:{value}\n".encode("utf-8", "surrogateescape"))
+    return "sha256:" + digest.hexdigest()
+
+
+def _as_bytes(data: str | email.message.Message) -> bytes:
+    if isinstance(data, str):
+        return text_to_bytes(data)
+    return data.as_bytes(policy=email.policy.compat32)
+
+
+def _plain_text(data: bytes) -> str | None:
+    try:
+        text = body_text(email.message_from_bytes(data, policy=email.policy.compat32))
+    except Exception:  # never let the CRM convenience break processing
+        return None
+    return text[:MAX_BODY_TEXT] if text else None
