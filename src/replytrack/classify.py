@@ -92,12 +92,17 @@ class Classification:
     feedback_type: str | None = None
 
 
-def classify(data: bytes | bytearray | memoryview | str | email.message.Message) -> Classification:
+def classify(
+    data: bytes | bytearray | memoryview | str | email.message.Message,
+    *,
+    headers: Headers | None = None,
+) -> Classification:
     """Classify an incoming message: reply, out-of-office, auto-reply, bounce, delay ...
 
     Args:
         data: the raw message as bytes or str, or a message already parsed by the standard
             library (any policy).
+        headers: ``parse_headers(data)`` when the caller already has it (saves parsing twice).
 
     Returns:
         A `Classification`; ``kind`` is `Kind.REPLY` unless there is evidence of a report or an
@@ -108,7 +113,7 @@ def classify(data: bytes | bytearray | memoryview | str | email.message.Message)
     """
     if isinstance(data, email.message.Message):
         message: email.message.Message | None = data
-        headers = parse_headers(data)
+        headers = headers or parse_headers(data)
     else:
         if isinstance(data, str):
             raw = text_to_bytes(data)
@@ -116,7 +121,7 @@ def classify(data: bytes | bytearray | memoryview | str | email.message.Message)
             raw = bytes(data)
         else:
             raise TypeError(f"classify() takes bytes, str or a Message, not {type(data)!r}")
-        headers = parse_headers(raw)
+        headers = headers or parse_headers(raw)
         message = _parse(raw)
     return _classify(headers, message)
 

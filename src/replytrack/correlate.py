@@ -191,7 +191,7 @@ class Correlator:
         def classified() -> Classification:
             if isinstance(data, Headers):
                 return Classification(kind=Kind.REPLY)
-            return classify(data)
+            return classify(data, headers=headers)
 
         hit = self._by_ids(headers, referenced, found)
         if hit is None:

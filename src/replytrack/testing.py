@@ -195,6 +195,9 @@ def build_reply(
     if html:
         paragraphs = "".join(f"<p>{line}</p>" for line in body.splitlines() if line)
         message.add_alternative(f"<html><body>{paragraphs}</body></html>", subtype="html")
+        # The stdlib draws boundaries from the global `random`: fix it, so builds are
+        # deterministic (Rule 2).
+        message.set_boundary("=_" + hashlib.sha256(text.encode()).hexdigest()[:24])
     return _finish(message, headers)
 
 

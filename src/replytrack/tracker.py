@@ -408,7 +408,7 @@ class ReplyTracker:
             return _Decided(key)
         if not complete and source is not None:
             data = source.fetch_body(incoming)
-            correlation = attrs.evolve(correlation, classification=classify(data))
+            correlation = attrs.evolve(correlation, classification=classify(data, headers=headers))
         decision = self.policy.decide(correlation, today=self._now().date())
         event = self._event(
             key,

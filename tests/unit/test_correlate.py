@@ -338,7 +338,9 @@ def test_unrelated_mail_is_not_classified(
     """Classifying reads the body; mail that matches nothing and is no report skips it."""
     calls: list[object] = []
     module = importlib.import_module("replytrack.correlate")
-    monkeypatch.setattr(module, "classify", lambda data: calls.append(data) or classify(data))
+    monkeypatch.setattr(
+        module, "classify", lambda data, **kw: calls.append(data) or classify(data, **kw)
+    )
     assert correlator.correlate(build_reply(in_reply_to="<elsewhere@x.example>")) is None
     assert calls == []
     assert correlator.correlate(build_bounce(original_message_id=f"<{SEND_ID}>")) is not None
