@@ -1,7 +1,9 @@
-r"""The ``replytrack`` command: mint and check Message-IDs, inspect threading headers.
+r"""The ``replytrack`` command: a demo, mailbox scans, Message-IDs, message inspection.
 
 A thin shell over the library for people at a terminal and for shell scripts::
 
+    replytrack demo [--keep DIR] [--json]
+    replytrack scan SOURCE --store PATH [--json] [--own ADDRESS ...] [--since DATE]
     replytrack msgid --domain mail.example.com [--ref REF] [--count N]
     replytrack verify MSGID
     replytrack inspect [--json] FILE...
@@ -13,26 +15,46 @@ with all of them, exactly like ``MessageIdGenerator(secret=[...])``.
 Rule 2: exit status 0 means success; 1 means a negative answer or a partial failure (``verify``
 did not recognise the id, ``inspect`` could not read one of its files); 2 means the command was
 used wrongly: a usage error, a missing secret, or a `ReplytrackError` from the library, printed
-as ``replytrack: error: ...`` without a traceback.
+as ``replytrack: error: ...`` without a traceback. ``scan`` exits 1 when the source failed
+part-way: what was scanned before is committed, and the next scan resumes there.
 Rule 3: text from mail is untrusted. Human-readable output escapes every non-printable
 character (``\x1b``, ``\u202e`` ...), so a crafted header cannot drive the terminal with escape
 sequences or reorder what is shown with bidi controls. ``--json`` output is plain ASCII JSON.
+Rule 4: stdout carries results only (tables, JSON lines); progress, notes and summaries go to
+stderr, so ``scan --json | jq`` sees nothing but events.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as _dt
+import email.policy
+import email.utils
 import io
 import json
 import os
+import secrets
 import sys
-from collections.abc import Sequence
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from email.message import EmailMessage
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, BinaryIO, Final
 
+import attrs
+
+from replytrack.classify import classify
 from replytrack.errors import ReplytrackError
+from replytrack.events import Action, ReplyEvent
 from replytrack.headers import Address, Headers, normalize_subject, parse_headers
 from replytrack.msgid import MessageIdGenerator
+from replytrack.sources import MailboxSource, MaildirSource, MboxSource
+from replytrack.store import SentMessage, SQLiteStore
+from replytrack.testing import build_bounce, build_out_of_office, build_reply
+from replytrack.threadindex import ThreadIndex
+from replytrack.tracker import PollResult, ReplyTracker
 
 __all__ = ["SECRET_ENV", "main"]
 
@@ -52,8 +74,7 @@ _INDENT: Final = " " * 4
 
 # Help texts are wrapped by hand (RawDescriptionHelpFormatter) to stay under 80 columns.
 _MAIN_DESCRIPTION: Final = """\
-Email reply tracking: mint and check Message-IDs, and inspect the threading
-headers of messages.
+Email reply tracking for sales platforms. Start with 'replytrack demo'.
 """
 
 _SECRET_HELP: Final = f"""\
@@ -99,8 +120,10 @@ example (quote the id: the shell reads '<' and '>' as redirections):
 """
 
 _INSPECT_DESCRIPTION: Final = """\
-Print the headers that reply tracking reads from each message: ids, addresses,
-subject, date, and what was malformed. Only the header block is read.
+Print what reply tracking reads from each message: ids, addresses, subject,
+date and what was malformed; the classification (reply, out-of-office,
+bounce ...) with its evidence, the bounced recipients and the return date; and
+Outlook's Thread-Index decoded. At most the first 2 MiB of a file are read.
 """
 
 _INSPECT_EPILOG: Final = """\
@@ -108,14 +131,58 @@ output:
   Text output shows ids in <>, dates in ISO 8601, and escapes non-printable
   characters. --json prints one JSON object per file and line, ASCII only,
   with the keys file, message_id, in_reply_to, references, from, sender,
-  reply_to, to, cc, subject, normalized_subject, date and defects. Ids are in
-  replytrack's normalised form (no <>), addresses are {"name": ..., "addr":
-  ...}, lists are empty and single values null when the header is absent, and
-  the date is ISO 8601 (null when absent or unparsable).
+  reply_to, to, cc, subject, normalized_subject, date, defects, kind, reasons,
+  return_date, bounce and thread_index. Ids are in replytrack's normalised form
+  (no <>), addresses are {"name": ..., "addr": ...}, lists are empty and single
+  values null when the header is absent, and the date is ISO 8601 (null when
+  absent or unparsable). bounce is null or {"original_message_id",
+  "recipients": [{"address", "status", "reason", "permanent", "hard"}]};
+  thread_index is null or {"guid" (hex), "time", "child_count", "layout"}.
 
   A file that cannot be read is reported on stderr; the others are still
   inspected, and the exit status is 1.
 """
+
+
+_DEMO_DESCRIPTION: Final = """\
+Run a small campaign end to end, offline, in a temporary directory: stamp four
+sends (three prospects at two companies, one Cc'd colleague, one follow-up
+step), drop seven realistic messages into a Maildir (replies from the
+prospect, from another address and from the Cc'd colleague, a German
+out-of-office, a hard bounce, the rep's own follow-up and a newsletter), poll
+it into an SQLite store, and show each verdict and the hooks that fired.
+"""
+
+_DEMO_EPILOG: Final = """\
+output:
+  Text for people. --json prints one JSON object per message ("type":
+  "message", with the event's canonical payload under "event") and a last
+  "type": "summary" object. Ids, times and the return date change per run.
+"""
+
+_SCAN_DESCRIPTION: Final = f"""\
+Read new mail from a Maildir or an mbox, recognise replies, out-of-offices and
+bounces to the sends recorded in the store (and, with {SECRET_ENV}, to any
+id signed with it), and print one line per event. The store remembers how far
+the source was read and which messages were processed: a second scan prints
+only what is new.
+"""
+
+_SCAN_EPILOG: Final = f"""\
+source:
+  maildir:PATH or mbox:PATH; a bare PATH is a Maildir when it is a directory
+  and an mbox when it is a file. An mbox's last message counts once the file
+  has been left alone for 2 seconds (it may still be being written).
+
+output:
+  A table, or with --json one event per line: the canonical payload of
+  ReplyEvent.to_json, the same bytes the hooks' outbox holds. A summary, and
+  progress on long scans, go to stderr.
+
+  The events are recorded in the store as delivered to this command: use a
+  store of its own, not the one your application's tracker uses.
+
+{_SECRET_HELP}"""
 
 
 class _UsageError(Exception):
@@ -175,6 +242,52 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a campaign end to end, offline, and show the verdicts",
+        description=_DEMO_DESCRIPTION,
+        epilog=_DEMO_EPILOG,
+        **common,
+    )
+    demo.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="build the store and the Maildir in DIR (new or empty) and keep them",
+    )
+    demo.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    demo.set_defaults(run=_run_demo)
+
+    scan = commands.add_parser(
+        "scan",
+        help="poll a Maildir or an mbox into a store and print the events",
+        description=_SCAN_DESCRIPTION,
+        epilog=_SCAN_EPILOG,
+        **common,
+    )
+    scan.add_argument("source", metavar="SOURCE", help="maildir:PATH, mbox:PATH or a path")
+    scan.add_argument(
+        "--store",
+        required=True,
+        metavar="PATH",
+        help="the SQLite store (created when missing)",
+    )
+    scan.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    scan.add_argument(
+        "--own",
+        nargs="+",
+        action="extend",
+        metavar="ADDRESS",
+        help="the reps' own addresses: their mail is never a reply (repeatable)",
+    )
+    scan.add_argument(
+        "--since",
+        type=_parse_since,
+        metavar="DATE",
+        help="on the first scan of SOURCE, skip mail received before DATE "
+        "(ISO 8601, UTC unless an offset is given)",
+    )
+    scan.set_defaults(run=_run_scan)
 
     msgid = commands.add_parser(
         "msgid",
@@ -345,11 +458,12 @@ def _run_inspect(args: argparse.Namespace) -> int:
             continue
         headers = parse_headers(data)
         if args.json:
-            print(json.dumps(_as_json(name, headers)))
+            print(json.dumps({**_as_json(name, headers), **_analysis_json(data, headers)}))
         else:
             if not first:
                 print()
             _print_headers(name, headers)
+            _print_analysis(data, headers)
         sys.stdout.flush()  # keep stdout in step with the stderr messages of unreadable files
         first = False
     return status
@@ -452,3 +566,649 @@ def _as_json(name: str, headers: Headers) -> dict[str, Any]:
 
 def _json_addresses(addresses: tuple[Address, ...]) -> list[dict[str, str]]:
     return [{"name": a.name, "addr": a.addr} for a in addresses]
+
+
+def _print_analysis(data: bytes, headers: Headers) -> None:
+    """The classification and the decoded Thread-Index, below the headers."""
+    c = classify(data)
+    _print_field("Kind", c.kind.value)
+    _print_field("Reasons", str(len(c.reasons)) if c.reasons else _NONE)
+    for reason in c.reasons:
+        print(f"{_INDENT}{_display(reason)}")
+    _print_field("Return date", c.return_date.isoformat() if c.return_date else _NONE)
+    bounce = c.bounce
+    if bounce is None:
+        _print_field("Bounced", _NONE)
+    else:
+        count = len(bounce.recipients)
+        _print_field("Bounced", f"{count} recipient{'s' if count != 1 else ''}")
+        for r in bounce.recipients:
+            severity = "hard" if r.hard else "permanent" if r.permanent else "temporary"
+            print(f"{_INDENT}{_display(r.address)}  {r.status or '-'}  {r.reason}  {severity}")
+        original = bounce.original_message_id
+        _print_field("Bounced Message-ID", _display_id(original) if original else _NONE)
+    raw_index = headers.get("thread-index")
+    index = ThreadIndex.decode(raw_index)
+    if index is not None:
+        children = index.child_count
+        _print_field("Thread-Index", f"GUID {index.guid.hex()}")
+        print(
+            f"{'':<{_LABEL_WIDTH}}started {index.header_time.isoformat()} ({index.layout.value})"
+        )
+        print(f"{'':<{_LABEL_WIDTH}}{children} child block{'s' if children != 1 else ''}")
+    elif raw_index is not None:
+        _print_field("Thread-Index", f"(not a Thread-Index: {_display(raw_index[:60])})")
+    else:
+        _print_field("Thread-Index", _NONE)
+
+
+def _analysis_json(data: bytes, headers: Headers) -> dict[str, Any]:
+    c = classify(data)
+    bounce = c.bounce
+    index = ThreadIndex.decode(headers.get("thread-index"))
+    return {
+        "kind": c.kind.value,
+        "reasons": list(c.reasons),
+        "return_date": c.return_date.isoformat() if c.return_date else None,
+        "bounce": None
+        if bounce is None
+        else {
+            "original_message_id": bounce.original_message_id,
+            "recipients": [
+                {
+                    "address": r.address,
+                    "status": r.status,
+                    "reason": r.reason,
+                    "permanent": r.permanent,
+                    "hard": r.hard,
+                }
+                for r in bounce.recipients
+            ],
+        },
+        "thread_index": None
+        if index is None
+        else {
+            "guid": index.guid.hex(),
+            "time": index.header_time.isoformat(),
+            "child_count": index.child_count,
+            "layout": index.layout.value,
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Shared by scan and demo: sources, events as table rows
+# --------------------------------------------------------------------------------------------
+
+
+def _open_source(spec: str) -> MaildirSource | MboxSource:
+    """The source `spec` names: ``maildir:PATH``, ``mbox:PATH``, or a bare path.
+
+    A bare directory is a Maildir and a bare file an mbox: the two formats cannot be mistaken
+    for each other on disk, so guessing is safe and saves typing.
+
+    Raises:
+        _UsageError: the path does not exist or is not of the kind asked for.
+    """
+    kind, sep, path = spec.partition(":")
+    if not sep or kind not in ("maildir", "mbox"):
+        # Not a prefix we know: the whole argument is a path (it may hold a colon itself).
+        kind, path = "", spec
+    if not path:
+        raise _UsageError(f"no path in source {_display(spec)!r}")
+    if kind == "" and os.path.isdir(path):
+        kind = "maildir"
+    elif kind == "" and os.path.isfile(path):
+        kind = "mbox"
+    if kind == "maildir":
+        if not os.path.isdir(os.path.join(path, "new")) or not os.path.isdir(
+            os.path.join(path, "cur")
+        ):
+            raise _UsageError(f"not a Maildir (no new/ and cur/ inside): {_display(path)}")
+        return MaildirSource(path)
+    if kind == "mbox":
+        if not os.path.isfile(path):
+            raise _UsageError(f"not an mbox file: {_display(path)}")
+        return MboxSource(path)
+    raise _UsageError(f"no such file or directory: {_display(path)}")
+
+
+def _parse_since(text: str) -> _dt.datetime:
+    """An ISO 8601 date or date-time for ``--since``; without a UTC offset it is UTC."""
+    try:
+        if len(text) == 10:
+            day = _dt.date.fromisoformat(text)
+            return _dt.datetime(day.year, day.month, day.day, tzinfo=_dt.timezone.utc)
+        moment = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 date or date-time: {text!r} (e.g. 2026-03-01)"
+        ) from None
+    if moment.utcoffset() is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return moment
+
+
+def _action_text(event: ReplyEvent) -> str:
+    if event.action is Action.PAUSE and event.resume_on is not None:
+        return f"pause until {event.resume_on.isoformat()}"
+    return event.action.value.replace("_", " ")
+
+
+def _fit(text: str, width: int) -> str:
+    """`text` cut to `width` characters, marked with ``...`` when cut."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _print_table(rows: Sequence[Sequence[str]], *, indent: str = "") -> None:
+    """Print `rows` (the first is the header) in columns as wide as their widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        print((indent + "  ".join(cells)).rstrip())
+
+
+# --------------------------------------------------------------------------------------------
+# scan
+# --------------------------------------------------------------------------------------------
+
+# Columns of scan's table: fixed widths, because rows are printed batch by batch as a long scan
+# goes, before the widest value is known. The widths fit every value of the enums shown.
+_SCAN_COLUMNS: Final = (
+    ("RECEIVED", 16),
+    ("KIND", 13),
+    ("ACTION", 22),
+    ("ROLE", 9),
+    ("MATCHED BY", 20),
+    ("REF", 16),
+    ("FROM", 32),
+    ("SUBJECT", 0),  # the rest of the line
+)
+_SCAN_BATCH: Final = 200
+# Progress goes to stderr once a scan has run this long: short scans stay quiet.
+_PROGRESS_AFTER: Final = 1.0
+
+
+def _scan_cells(event: ReplyEvent) -> list[str]:
+    received = event.received_at
+    cells = [
+        received.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M") if received else "",
+        event.kind.value,
+        _action_text(event),
+        event.role.value,
+        event.method.value,
+        _display(event.ref),
+        _display(event.responder.addr) if event.responder else "",
+        _display(event.subject or ""),
+    ]
+    return [
+        _fit(cell, width) if width else cell
+        for cell, (_, width) in zip(cells, _SCAN_COLUMNS, strict=True)
+    ]
+
+
+def _scan_line(cells: Sequence[str]) -> str:
+    padded = [
+        cell.ljust(width) if width else cell
+        for cell, (_, width) in zip(cells, _SCAN_COLUMNS, strict=True)
+    ]
+    return "  ".join(padded).rstrip()
+
+
+class _Collector:
+    """The scan's CRM hook: keeps the events of the current batch for printing.
+
+    It never raises, so no event is left failed in the outbox because of the command line;
+    printing happens outside the hook, where a closed pipe stops the scan cleanly.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[ReplyEvent] = []
+
+    def __call__(self, event: ReplyEvent) -> None:
+        self.events.append(event)
+
+    def take(self) -> list[ReplyEvent]:
+        events, self.events = self.events, []
+        return events
+
+
+def _run_scan(args: argparse.Namespace) -> int:
+    secret = _secret_from_env()
+    generator = MessageIdGenerator(_VERIFY_DOMAIN, secret) if secret is not None else None
+    collector = _Collector()
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(_open_source(args.source))
+        store = SQLiteStore(args.store)
+        stack.callback(store.close)
+        tracker = ReplyTracker(
+            store, generator, crm_log=collector, own_addresses=tuple(args.own or ())
+        )
+        if args.since is not None:
+            # --since bounds the first scan only: a saved cursor already says where to resume,
+            # and restarting it at a date could only skip or repeat mail.
+            if store.load_cursor(source.name) is None:
+                store.save_cursor(source.name, source.initial_cursor(args.since))
+            else:
+                print(
+                    f"{_PROG}: note: --since ignored: resuming {source.name} from its saved "
+                    "cursor",
+                    file=sys.stderr,
+                )
+        return _scan(tracker, source, collector, as_json=args.json)
+    raise AssertionError("unreachable")  # pragma: no cover - for mypy: the with returns
+
+
+def _scan(
+    tracker: ReplyTracker,
+    source: MailboxSource,
+    collector: _Collector,
+    *,
+    as_json: bool,
+) -> int:
+    """Poll `source` batch by batch, printing events as they come; return the exit status."""
+    seen = events = own = duplicates = 0
+    header_done = False
+    started = time.monotonic()
+    while True:
+        # One batch per poll, so events print as the scan goes instead of at its end.
+        result = tracker.poll(source, limit=_SCAN_BATCH, max_batches=1)
+        seen += result.seen
+        events += result.events
+        own += result.own
+        duplicates += result.duplicates
+        for event in collector.take():
+            if as_json:
+                print(event.to_json().decode("ascii"))
+                continue
+            if not header_done:
+                print(_scan_line([name for name, _ in _SCAN_COLUMNS]))
+                header_done = True
+            print(_scan_line(_scan_cells(event)))
+        sys.stdout.flush()
+        for error in result.errors:
+            print(f"{_PROG}: {_display(source.name)}: {_display(error)}", file=sys.stderr)
+        # A short batch means the source is caught up; a full one may be followed by more
+        # (an exactly full last batch costs one empty poll).
+        if result.errors or result.seen < _SCAN_BATCH:
+            break
+        if time.monotonic() - started >= _PROGRESS_AFTER:
+            print(f"{_PROG}: {seen} messages scanned, {events} events so far", file=sys.stderr)
+    print(
+        f"{_PROG}: {seen} messages scanned: {events} new events, {own} own mail, "
+        f"{duplicates} already processed",
+        file=sys.stderr,
+    )
+    return 1 if result.errors else 0
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------------
+
+_REP: Final = "Alex Rivera <alex@acme-sales.example>"
+_REP_ADDR: Final = "alex@acme-sales.example"
+_DANA: Final = "Dana Park <dana.park@northwind.example>"
+_SAM: Final = "Sam Lee <sam.lee@northwind.example>"
+_PRIYA: Final = "Priya Shah <priya.shah@northwind.example>"
+_JONAS: Final = "Jonas Weber <jonas.weber@bergmann-logistik.example>"
+_SUBJECT: Final = "Cutting freight costs at Northwind"
+_SUBJECT_DE: Final = "Frachtkosten bei Bergmann Logistik"
+
+
+@attrs.frozen
+class _Scenario:
+    """One incoming message of the demo and what it shows."""
+
+    title: str
+    data: bytes
+
+    @property
+    def message_id(self) -> str | None:
+        return parse_headers(self.data).message_id
+
+
+@attrs.frozen
+class _Outcome:
+    """What became of one scenario: its event, or why there is none, and the hooks it reached."""
+
+    scenario: _Scenario
+    event: ReplyEvent | None
+    verdict: str  # "event", "own" or "unmatched"
+    detail: str
+    hooks: tuple[str, ...]
+
+
+class _DemoHook:
+    """A host's hook, as a demo: prints what it receives and notes that it fired.
+
+    A real host would stop the sequence or create a CRM activity here, idempotently on
+    ``event.event_id``.
+    """
+
+    def __init__(self, name: str, fired: dict[str, list[str]], *, echo: bool) -> None:
+        self.name = name
+        self.fired = fired
+        self.echo = echo
+
+    def __call__(self, event: ReplyEvent) -> None:
+        self.fired.setdefault(event.event_id, []).append(self.name)
+        if self.echo:
+            if self.name == "campaign_stop":
+                what = f"{_action_text(event)}: {event.ref}"
+            else:
+                who = event.responder.addr if event.responder else "?"
+                what = f"log {event.kind.value} from {who} on {event.ref}"
+            print(f"  {self.name:<15}{_display(what)}")
+
+
+def _demo_message(to: str, subject: str, body: str, cc: str | None = None) -> EmailMessage:
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = _REP
+    message["To"] = to
+    if cc is not None:
+        message["Cc"] = cc
+    message["Subject"] = subject
+    message["Date"] = email.utils.format_datetime(_dt.datetime.now(_dt.timezone.utc))
+    message.set_content(body)
+    return message
+
+
+def _demo_sends(tracker: ReplyTracker) -> tuple[dict[str, SentMessage], bytes]:
+    """Stamp the campaign; return the sends by ref and the bytes of the follow-up as sent."""
+    first = _demo_message(
+        _DANA,
+        _SUBJECT,
+        "Hi Dana,\n\nteams like yours cut freight spend by 12% with us. 15 minutes next week?\n"
+        "\nAlex",
+        cc=_SAM,
+    )
+    dana = tracker.stamp(first, ref="c1:dana")
+    follow_up = _demo_message(
+        _DANA, f"Re: {_SUBJECT}", "Hi Dana,\n\nbumping this up your inbox.\n\nAlex"
+    )
+    dana2 = tracker.stamp(follow_up, ref="c1:dana:s2", follow_up_of=dana)
+    priya = tracker.stamp(
+        _demo_message(_PRIYA, _SUBJECT, "Hi Priya,\n\nsame question as to Dana...\n\nAlex"),
+        ref="c1:priya",
+    )
+    jonas = tracker.stamp(
+        _demo_message(
+            _JONAS, _SUBJECT_DE, "Hallo Herr Weber,\n\nhaben Sie 15 Minuten?\n\nAlex Rivera"
+        ),
+        ref="c1:jonas",
+    )
+    sends = {s.ref: s for s in (dana, dana2, priya, jonas)}
+    return sends, follow_up.as_bytes()
+
+
+def _demo_scenarios(sends: Mapping[str, SentMessage], follow_up: bytes) -> list[_Scenario]:
+    """The incoming mail, in the order it lands in the Maildir."""
+    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+    back = now.date() + _dt.timedelta(days=10)
+
+    def mid(ref: str) -> str:
+        return f"<{sends[ref].message_id}>"
+
+    newsletter = EmailMessage(policy=email.policy.SMTP)
+    newsletter["From"] = "Freight Weekly <news@freight-weekly.example>"
+    newsletter["To"] = _REP_ADDR
+    newsletter["Subject"] = "Freight Weekly: diesel prices, port delays, and more"
+    newsletter["Date"] = email.utils.format_datetime(now)
+    newsletter["Message-ID"] = "<fw-2291.8812@freight-weekly.example>"
+    newsletter["List-Id"] = "Freight Weekly <weekly.freight-weekly.example>"
+    newsletter["List-Unsubscribe"] = "<https://freight-weekly.example/u/8812>"
+    newsletter["Precedence"] = "list"
+    newsletter.set_content("This week: diesel prices fall for the third week running ...")
+    return [
+        _Scenario(
+            "Out-of-office in German, with a return date",
+            build_out_of_office(
+                language="de",
+                return_date=back,
+                in_reply_to=mid("c1:jonas"),
+                original_subject=_SUBJECT_DE,
+                from_=_JONAS,
+                to=_REP,
+                date=now,
+            ),
+        ),
+        _Scenario(
+            "Hard bounce (RFC 3464 DSN): the address is gone",
+            build_bounce(
+                recipients=["priya.shah@northwind.example"],
+                original_message_id=mid("c1:priya"),
+                original_from=_REP,
+                original_subject=_SUBJECT,
+                reporting_mta="mx.acme-sales.example",
+                remote_mta="mx.northwind.example",
+                to=_REP_ADDR,
+                date=now,
+            ),
+        ),
+        _Scenario("The rep's own follow-up, synced into the inbox", follow_up),
+        _Scenario(
+            "Reply from the prospect, to the follow-up",
+            build_reply(
+                in_reply_to=mid("c1:dana:s2"),
+                references=[mid("c1:dana")],
+                from_=_DANA,
+                to=_REP,
+                subject=f"Re: {_SUBJECT}",
+                body="Hi Alex,\n\ngood timing - Thursday 10:00 works for me.\n\nDana",
+                quote="bumping this up your inbox.",
+                date=now,
+                html=True,
+            ),
+        ),
+        _Scenario(
+            "Reply from the colleague who was on Cc",
+            build_reply(
+                in_reply_to=mid("c1:dana"),
+                from_=_SAM,
+                to=_REP,
+                cc=_DANA,
+                subject=f"RE: {_SUBJECT}",
+                body="Alex, I own the freight budget - please send me the numbers.\n\nSam",
+                quote="teams like yours cut freight spend by 12% with us.",
+                date=now,
+            ),
+        ),
+        _Scenario(
+            "Reply from another address of the prospect",
+            build_reply(
+                in_reply_to=mid("c1:jonas"),
+                from_="Jonas Weber <jonas.weber.privat@gmail.com>",
+                to=_REP,
+                subject=f"AW: {_SUBJECT_DE}",
+                body="Hallo Herr Rivera,\n\nich bin im Urlaub, melde mich am Montag.\n\nJ. Weber",
+                quote="haben Sie 15 Minuten?",
+                date=now,
+            ),
+        ),
+        _Scenario("A newsletter, answering nothing", newsletter.as_bytes()),
+    ]
+
+
+def _write_maildir(path: str, scenarios: Sequence[_Scenario]) -> None:
+    """Deliver `scenarios` into a new Maildir the way an MDA does: write in tmp/, rename."""
+    for sub in ("tmp", "new", "cur"):
+        os.makedirs(os.path.join(path, sub), exist_ok=True)
+    base = int(time.time())
+    for number, scenario in enumerate(scenarios, start=1):
+        name = f"{base}.M{number:02d}P{os.getpid()}.replytrack-demo"
+        tmp = os.path.join(path, "tmp", name)
+        with open(tmp, "wb") as file:
+            file.write(scenario.data)
+        os.rename(tmp, os.path.join(path, "new", name))
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    if args.keep is not None:
+        workdir = os.path.abspath(args.keep)
+        if os.path.exists(workdir) and os.listdir(workdir):
+            raise _UsageError(f"--keep needs a new or empty directory: {_display(workdir)}")
+        os.makedirs(workdir, exist_ok=True)
+        return _demo(workdir, keep=True, as_json=args.json)
+    with tempfile.TemporaryDirectory(prefix="replytrack-demo-") as workdir:
+        return _demo(workdir, keep=False, as_json=args.json)
+
+
+def _demo(workdir: str, *, keep: bool, as_json: bool) -> int:
+    store_path = os.path.join(workdir, "replytrack.sqlite3")
+    maildir = os.path.join(workdir, "Maildir")
+    fired: dict[str, list[str]] = {}
+    echo = not as_json
+    with contextlib.ExitStack() as stack:
+        store = SQLiteStore(store_path)
+        stack.callback(store.close)
+        tracker = ReplyTracker(
+            store,
+            # A random key per run: the demo shows signed tokens without asking for a secret.
+            MessageIdGenerator("mail.acme-sales.example", secret=secrets.token_bytes(32)),
+            campaign_stop=_DemoHook("campaign_stop", fired, echo=echo),
+            crm_log=_DemoHook("crm_log", fired, echo=echo),
+            own_addresses=(_REP_ADDR,),
+        )
+        sends, follow_up = _demo_sends(tracker)
+        scenarios = _demo_scenarios(sends, follow_up)
+        _write_maildir(maildir, scenarios)
+        if echo:
+            _demo_intro(workdir, keep, sends)
+        source = stack.enter_context(MaildirSource(maildir))
+        result = tracker.poll(source)
+        again = tracker.poll(source)
+        outcomes = _demo_outcomes(tracker, scenarios, fired)
+    if as_json:
+        _demo_json(outcomes, result, again, workdir if keep else None)
+    else:
+        _demo_report(outcomes, result, again, workdir if keep else None)
+    return 0 if not result.errors else 1
+
+
+def _demo_outcomes(
+    tracker: ReplyTracker, scenarios: Sequence[_Scenario], fired: Mapping[str, list[str]]
+) -> list[_Outcome]:
+    # The events come back from the store's outbox, as a host's retry worker would read them.
+    by_message: dict[str | None, ReplyEvent] = {}
+    for event_id in fired:
+        for entry in tracker.store.find_outbox(event_id):
+            stored = ReplyEvent.from_json(entry.payload)
+            by_message[stored.message_id] = stored
+    outcomes = []
+    for scenario in scenarios:
+        event = by_message.get(scenario.message_id)
+        if event is not None:
+            hooks = tuple(fired[event.event_id])
+            outcomes.append(_Outcome(scenario, event, "event", "", hooks))
+            continue
+        own = tracker.correlator.is_own_mail(parse_headers(scenario.data))
+        if own is not None:
+            outcomes.append(_Outcome(scenario, None, "own", f"skipped: own mail ({own})", ()))
+        else:
+            detail = "no match: answers none of our sends"
+            outcomes.append(_Outcome(scenario, None, "unmatched", detail, ()))
+    return outcomes
+
+
+def _demo_intro(workdir: str, keep: bool, sends: Mapping[str, SentMessage]) -> None:
+    print("replytrack demo: a sales campaign, its replies, and what the tracker makes of them")
+    print()
+    note = "" if keep else "  (removed at exit; --keep DIR keeps it)"
+    print(f"Workspace  {_display(workdir)}{note}")
+    print("           replytrack.sqlite3 (SQLiteStore) and Maildir/ (MaildirSource)")
+    print()
+    print(f"1. Stamped and recorded {len(sends)} sends from {_REP}")
+    print("   (signed Message-IDs: the ref can be read back from any reply's headers)")
+    print()
+    rows = [["REF", "TO", "SUBJECT"]]
+    for ref, sent in sends.items():
+        rows.append([ref, ", ".join(sent.to), sent.subject or ""])
+        rows.extend(["", f"cc {cc}", ""] for cc in sent.cc)
+    _print_table(rows, indent="   ")
+    print()
+    print("2. Delivered 7 messages to the Maildir, and polled it: the hooks print as called")
+    print()
+
+
+def _demo_report(
+    outcomes: Sequence[_Outcome], result: PollResult, again: PollResult, kept: str | None
+) -> None:
+    print()
+    print("3. Verdicts, message by message")
+    print()
+    header = ["KIND", "ACTION", "ROLE", "MATCHED BY", "HOOKS FIRED"]
+    cells = {
+        id(o): [
+            o.event.kind.value,
+            _action_text(o.event),
+            o.event.role.value,
+            o.event.method.value,
+            " ".join(o.hooks) or "-",
+        ]
+        for o in outcomes
+        if o.event is not None
+    }
+    widths = [max(len(row[i]) for row in (header, *cells.values())) for i in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        return "     " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+
+    print(line(header))
+    for number, outcome in enumerate(outcomes, start=1):
+        sender = parse_headers(outcome.scenario.data).from_
+        who = f"  <{_display(sender[0].addr)}>" if sender else ""
+        ref = f"  -> {_display(outcome.event.ref)}" if outcome.event else ""
+        print(f"  {number}. {outcome.scenario.title}{who}{ref}")
+        row = cells.get(id(outcome))
+        print(line(row) if row is not None else f"     {outcome.detail}")
+    print()
+    stops = sum(o.event is not None and o.event.action is Action.STOP for o in outcomes)
+    pauses = sum(o.event is not None and o.event.action is Action.PAUSE for o in outcomes)
+    unmatched = result.seen - result.matched - result.own - result.duplicates
+    print(
+        f"Summary: {result.seen} messages polled, {result.events} events "
+        f"({stops} stop, {pauses} pause), {result.own} own mail skipped, {unmatched} unmatched."
+    )
+    print(
+        f"Polling again: {again.seen} new messages, {again.events} events "
+        "(the cursor and the processed ledger are in the store)."
+    )
+    if kept is not None:
+        print(f"Kept in {_display(kept)}; look inside a message with:")
+        print(f"  replytrack inspect {_display(os.path.join(kept, 'Maildir', 'new'))}/*")
+
+
+def _demo_json(
+    outcomes: Sequence[_Outcome], result: PollResult, again: PollResult, kept: str | None
+) -> None:
+    """One JSON object per message (``"type": "message"``), then a ``"summary"`` object."""
+    for number, outcome in enumerate(outcomes, start=1):
+        event = outcome.event
+        print(
+            json.dumps(
+                {
+                    "type": "message",
+                    "number": number,
+                    "scenario": outcome.scenario.title,
+                    "message_id": outcome.scenario.message_id,
+                    "verdict": outcome.verdict,
+                    "detail": outcome.detail or None,
+                    "hooks": list(outcome.hooks),
+                    # The canonical payload, as the hooks and the outbox have it.
+                    "event": json.loads(event.to_json()) if event else None,
+                }
+            )
+        )
+    summary = attrs.asdict(result)
+    summary["errors"] = list(result.errors)
+    print(
+        json.dumps(
+            {
+                "type": "summary",
+                "poll": summary,
+                "second_poll_events": again.events,
+                "kept": kept,
+            }
+        )
+    )

@@ -7,8 +7,9 @@ Cc, or from the person a prospect forwarded the mail to matches through its head
 same, and `Role` says who answered.
 
 Rule 1: own mail is never a reply. A message whose own Message-ID is one of our sends (or
-        carries our signed token), or whose ``From`` is one of the configured own addresses,
-        correlates to nothing (`Correlator.is_own_mail` tells the caller why it was skipped).
+        carries our signed token), whose ``From`` is one of the configured own addresses, or
+        whose ``From`` is the sender of the send it matched, correlates to nothing
+        (`Correlator.is_own_mail` tells the caller why it was skipped).
 Rule 2: the strongest evidence wins, in this order (`MatchMethod`): a signed token in a
         referenced id; ``In-Reply-To``; ``References`` newest first; earlier incoming messages
         already tied to a send; the original Message-ID inside a bounce or complaint; the
@@ -207,9 +208,13 @@ class Correlator:
             )
         if hit is None:
             return None
+        responder = headers.from_[0] if headers.from_ else None
+        if hit.sent is not None and responder == Address("", hit.sent.sender):
+            # Rule 1: the rep who sent it, writing in the thread (a follow-up from another
+            # client, a copy synced into the inbox), even when own_addresses was not set.
+            return None
         if classification is None:
             classification = classified()
-        responder = headers.from_[0] if headers.from_ else None
         return Correlation(
             ref=hit.ref,
             sent=hit.sent,

@@ -548,7 +548,7 @@ class Policy:
         kind = c.kind
         if kind is Kind.REPLY:
             action = self.reply_roles.get(correlation.role, self.reply)
-            what = f"human reply from the {_ROLE_WORDS[correlation.role]}"
+            what = f"human reply from {_ROLE_WORDS[correlation.role]}"
         elif kind is Kind.OUT_OF_OFFICE:
             action, what = self.out_of_office, "out-of-office"
         elif kind is Kind.BOUNCE:
@@ -621,10 +621,10 @@ class Policy:
 
 
 _ROLE_WORDS: Final = {
-    Role.RECIPIENT: "recipient",
-    Role.CC: "Cc recipient",
+    Role.RECIPIENT: "the recipient",
+    Role.CC: "the Cc recipient",
     Role.OTHER: "another address",
-    Role.UNKNOWN: "responder (send not in the store)",
+    Role.UNKNOWN: "a responder whose send is not in the store",
 }
 
 _OTHER_KIND_FIELDS: Final = {

@@ -8,15 +8,22 @@ import os
 import re
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+import time
+from datetime import date, datetime, timedelta, timezone
+from email.message import EmailMessage
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
+from replytrack import ReplyTracker, SQLiteStore
 from replytrack.cli import SECRET_ENV, main
+from replytrack.events import ReplyEvent
 from replytrack.headers import parse_headers
 from replytrack.msgid import MessageIdGenerator
+from replytrack.store import SentMessage
+from replytrack.testing import build_bounce, build_out_of_office, build_reply
+from replytrack.threadindex import ThreadIndex
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "corpus"
@@ -40,6 +47,11 @@ JSON_KEYS = [
     "normalized_subject",
     "date",
     "defects",
+    "kind",
+    "reasons",
+    "return_date",
+    "bounce",
+    "thread_index",
 ]
 
 
@@ -504,3 +516,353 @@ def test_python_dash_m_runs_the_readme_commands(tmp_path: Path) -> None:
     )
     assert (inspect.returncode, inspect.stderr) == (0, "")
     assert field(inspect.stdout, "Normalised subject") == "Hello there"
+
+
+# --------------------------------------------------------------------------------------------
+# inspect: classification and Thread-Index
+# --------------------------------------------------------------------------------------------
+
+
+def test_inspect_shows_the_classification_of_a_bounce(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "bounce.eml"
+    path.write_bytes(build_bounce(recipients=["gone@customer.example"]))
+    status, out, _ = run(capsys, "inspect", str(path))
+    assert status == 0
+    assert field(out, "Kind") == "bounce"
+    assert "\n    multipart/report; report-type=delivery-status (RFC 3464)\n" in out
+    assert field(out, "Bounced") == "1 recipient"
+    assert "\n    gone@customer.example  5.1.1  userunknown  hard\n" in out
+    assert field(out, "Bounced Message-ID") == "<send-1@mail.sales.example>"
+
+
+def test_inspect_json_has_the_classification_and_return_date(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "ooo.eml"
+    path.write_bytes(build_out_of_office(language="de", return_date=date(2027, 3, 15)))
+    _, out, _ = run(capsys, "inspect", "--json", str(path))
+    report = json.loads(out)
+    assert report["kind"] == "out_of_office"
+    assert report["return_date"] == "2027-03-15"
+    assert report["bounce"] is None
+    assert any("(de)" in reason for reason in report["reasons"])
+
+
+def test_inspect_json_bounce_recipients(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "bounce.eml"
+    path.write_bytes(build_bounce(recipients=["gone@customer.example"]))
+    _, out, _ = run(capsys, "inspect", "--json", str(path))
+    bounce = json.loads(out)["bounce"]
+    assert bounce == {
+        "original_message_id": "send-1@mail.sales.example",
+        "recipients": [
+            {
+                "address": "gone@customer.example",
+                "status": "5.1.1",
+                "reason": "userunknown",
+                "permanent": True,
+                "hard": True,
+            }
+        ],
+    }
+
+
+def test_inspect_decodes_the_thread_index(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    root = ThreadIndex.new(now=datetime(2027, 3, 1, 9, 30, tzinfo=timezone.utc))
+    index = root.child(now=datetime(2027, 3, 2, tzinfo=timezone.utc))
+    path = tmp_path / "outlook.eml"
+    path.write_bytes(build_reply(headers={"Thread-Index": index.encode()}))
+    _, out, _ = run(capsys, "inspect", str(path))
+    assert field(out, "Thread-Index") == f"GUID {root.guid.hex()}"
+    assert "started 2027-03-01T09:29:59" in out or "started 2027-03-01T09:30" in out
+    assert "\n" + " " * 22 + "1 child block\n" in out
+    _, out, _ = run(capsys, "inspect", "--json", str(path))
+    decoded = json.loads(out)["thread_index"]
+    assert decoded["guid"] == root.guid.hex()
+    assert decoded["child_count"] == 1
+    assert datetime.fromisoformat(decoded["time"]) - root.header_time == timedelta(0)
+
+
+def test_inspect_without_thread_index_says_none(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "inspect", str(APPLE_REPLY))
+    assert field(out, "Thread-Index") == "(none)"
+    assert field(out, "Kind") == "reply"
+    _, out, _ = run(capsys, "inspect", "--json", str(APPLE_REPLY))
+    assert json.loads(out)["thread_index"] is None
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------------
+
+
+def demo_lines(out: str) -> dict[str, list[str]]:
+    """Scenario title → the verdict line printed below it."""
+    lines = out.splitlines()
+    verdicts: dict[str, list[str]] = {}
+    for i, line in enumerate(lines):
+        match = re.match(r"  \d\. (.+?)  <", line)
+        if match:
+            verdicts[match.group(1)] = lines[i + 1].split()
+    return verdicts
+
+
+def test_demo_prints_every_scenario_with_its_verdict(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, err = run(capsys, "demo")
+    assert (status, err) == (0, "")
+    v = demo_lines(out)
+    ooo = v["Out-of-office in German, with a return date"]
+    assert ooo[:4] == ["out_of_office", "pause", "until", ooo[3]]
+    assert date.fromisoformat(ooo[3]) > date.today()
+    assert ooo[4:] == ["recipient", "token", "campaign_stop", "crm_log"]
+    assert v["Hard bounce (RFC 3464 DSN): the address is gone"] == [
+        "bounce",
+        "stop",
+        "other",
+        "bounce_original",
+        "campaign_stop",
+        "crm_log",
+    ]
+    assert v["The rep's own follow-up, synced into the inbox"][:3] == ["skipped:", "own", "mail"]
+    assert v["Reply from the prospect, to the follow-up"] == [
+        "reply",
+        "stop",
+        "recipient",
+        "token",
+        "campaign_stop",
+        "crm_log",
+    ]
+    assert v["Reply from the colleague who was on Cc"][:3] == ["reply", "stop", "cc"]
+    assert v["Reply from another address of the prospect"][:3] == ["reply", "stop", "other"]
+    assert v["A newsletter, answering nothing"][:2] == ["no", "match:"]
+    assert (
+        "Summary: 7 messages polled, 5 events (4 stop, 1 pause), 1 own mail skipped, "
+        "1 unmatched." in out
+    )
+    assert "Polling again: 0 new messages, 0 events" in out
+
+
+def test_demo_removes_its_workspace(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "demo")
+    workspace = re.search(r"^Workspace  (\S+)", out, re.MULTILINE)
+    assert workspace is not None
+    assert not Path(workspace.group(1)).exists()
+
+
+def test_demo_keep_leaves_a_store_and_maildir_that_scan_reads(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    keep = tmp_path / "demo"
+    status, out, _ = run(capsys, "demo", "--keep", str(keep))
+    assert status == 0
+    assert len(list((keep / "Maildir" / "new").iterdir())) == 7
+    # The demo's store already processed every message: a scan finds nothing new.
+    status, out, _ = run(
+        capsys, "scan", str(keep / "Maildir"), "--store", str(keep / "replytrack.sqlite3")
+    )
+    assert (status, out) == (0, "")
+
+
+def test_demo_keep_refuses_a_directory_with_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "precious.txt").write_text("x")
+    status, out, err = run(capsys, "demo", "--keep", str(tmp_path))
+    assert (status, out) == (2, "")
+    assert_clean_error(err)
+
+
+def test_demo_json_has_one_object_per_message_and_a_summary(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, _ = run(capsys, "demo", "--json")
+    objects = [json.loads(line) for line in out.splitlines()]
+    assert status == 0
+    assert [o["type"] for o in objects] == ["message"] * 7 + ["summary"]
+    assert [o["verdict"] for o in objects[:7]] == [
+        "event",
+        "event",
+        "own",
+        "event",
+        "event",
+        "event",
+        "unmatched",
+    ]
+    assert objects[0]["event"]["kind"] == "out_of_office"
+    assert objects[-1]["poll"]["seen"] == 7
+    assert objects[-1]["second_poll_events"] == 0
+
+
+def test_python_dash_m_demo_runs_quickly(tmp_path: Path) -> None:
+    """The README's first command, in a fresh process, without network."""
+    env = {k: v for k, v in os.environ.items() if k != SECRET_ENV}
+    started = time.monotonic()
+    demo = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "replytrack", "demo"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
+    assert (demo.returncode, demo.stderr) == (0, "")
+    assert time.monotonic() - started < 10
+    assert "Summary: 7 messages polled" in demo.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# scan
+# --------------------------------------------------------------------------------------------
+
+
+def campaign(store_path: Path, generator: MessageIdGenerator | None = None) -> SentMessage:
+    """Record one send in a store file, as a host would have."""
+    store = SQLiteStore(store_path)
+    try:
+        message = EmailMessage()
+        message["From"] = "Rep <rep@sales.example>"
+        message["To"] = "jo@customer.example"
+        message["Subject"] = "Quick question"
+        message.set_content("Hi")
+        tracker = ReplyTracker(store, generator or MessageIdGenerator("sales.example"))
+        return tracker.stamp(message, ref="c42:p7")
+    finally:
+        store.close()
+
+
+def incoming(sent: SentMessage) -> list[bytes]:
+    return [
+        build_reply(in_reply_to=sent.message_id),
+        build_bounce(recipients=["jo@customer.example"], original_message_id=sent.message_id),
+        build_reply(in_reply_to="<unrelated@elsewhere.example>", body="Not for you"),
+        build_reply(in_reply_to=sent.message_id, from_="Rep <rep@sales.example>", body="mine"),
+    ]
+
+
+def make_maildir(path: Path, messages: list[bytes]) -> Path:
+    for sub in ("new", "cur", "tmp"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    for i, data in enumerate(messages):
+        (path / "new" / f"{i}.test").write_bytes(data)
+    return path
+
+
+def make_mbox(path: Path, messages: list[bytes]) -> Path:
+    with path.open("wb") as f:
+        for data in messages:
+            f.write(b"From MAILER-DAEMON Mon Mar  2 09:30:00 2020\n")
+            f.write(data.replace(b"\r\n", b"\n") + b"\n")
+    # Settled: the mbox source leaves a last message alone while the file is fresh.
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["maildir", "mbox"])
+def test_scan_prints_a_table_of_events(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, kind: str
+) -> None:
+    store = tmp_path / "s.db"
+    sent = campaign(store)
+    if kind == "maildir":
+        source = f"maildir:{make_maildir(tmp_path / 'md', incoming(sent))}"
+    else:
+        source = f"mbox:{make_mbox(tmp_path / 'mbox', incoming(sent))}"
+    status, out, err = run(
+        capsys, "scan", source, "--store", str(store), "--own", "rep@sales.example"
+    )
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:5] == ["RECEIVED", "KIND", "ACTION", "ROLE", "MATCHED"]
+    rows = sorted(line.split()[2:6] for line in lines[1:])
+    assert rows == [
+        ["bounce", "stop", "other", "bounce_original"],
+        ["reply", "stop", "recipient", "in_reply_to"],
+    ]
+    assert "4 messages scanned: 2 new events, 1 own mail" in err
+
+
+def test_scan_json_prints_the_canonical_payload_and_is_idempotent(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    store = tmp_path / "s.db"
+    sent = campaign(store)
+    maildir = make_maildir(tmp_path / "md", incoming(sent))
+    own = ("--own", "rep@sales.example")
+    status, out, _ = run(capsys, "scan", str(maildir), "--store", str(store), "--json", *own)
+    events = [ReplyEvent.from_json(line) for line in out.splitlines()]
+    assert status == 0
+    assert sorted(e.kind.value for e in events) == ["bounce", "reply"]
+    assert {e.ref for e in events} == {"c42:p7"}
+    assert out.isascii()
+    status, out, err = run(capsys, "scan", str(maildir), "--store", str(store), "--json", *own)
+    assert (status, out) == (0, "")
+    assert "0 new events" in err
+
+
+def test_scan_bare_file_is_an_mbox_and_new_mail_is_picked_up(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    store = tmp_path / "s.db"
+    sent = campaign(store)
+    mbox = make_mbox(tmp_path / "mbox", incoming(sent)[:1])
+    _, out, _ = run(capsys, "scan", str(mbox), "--store", str(store), "--json")
+    assert len(out.splitlines()) == 1
+    make_mbox(tmp_path / "mbox", incoming(sent)[:2])  # rewritten with one more: rescanned
+    _, out, _ = run(capsys, "scan", str(mbox), "--store", str(store), "--json")
+    assert [json.loads(line)["kind"] for line in out.splitlines()] == ["bounce"]
+
+
+def test_scan_matches_signed_tokens_with_the_secret_and_an_empty_store(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = campaign(tmp_path / "host.db", MessageIdGenerator("sales.example", NEW_KEY))
+    maildir = make_maildir(tmp_path / "md", incoming(sent)[:1])
+    status, out, _ = run(capsys, "scan", str(maildir), "--store", str(tmp_path / "a.db"))
+    assert (status, out) == (0, "")  # no secret, no send: nothing to match
+    monkeypatch.setenv(SECRET_ENV, f"{OLD_KEY},{NEW_KEY}")
+    status, out, _ = run(capsys, "scan", str(maildir), "--store", str(tmp_path / "b.db"), "--json")
+    event = json.loads(out)
+    assert (status, event["ref"], event["method"], event["sent"]) == (0, "c42:p7", "token", None)
+
+
+def test_scan_since_skips_older_mail_on_the_first_scan(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    store = tmp_path / "s.db"
+    sent = campaign(store)
+    mbox = make_mbox(tmp_path / "mbox", incoming(sent))  # envelope dates in 2020
+    status, out, _ = run(
+        capsys, "scan", f"mbox:{mbox}", "--store", str(store), "--since", "2021-01-01"
+    )
+    assert (status, out) == (0, "")
+
+
+@pytest.mark.parametrize(
+    "source", ["maildir:{tmp}/nothing", "{tmp}/nothing", "mbox:{tmp}", "maildir:{tmp}"]
+)
+def test_scan_of_a_missing_or_wrong_source_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, source: str
+) -> None:
+    status, out, err = run(
+        capsys, "scan", source.format(tmp=tmp_path), "--store", str(tmp_path / "s.db")
+    )
+    assert (status, out) == (2, "")
+    assert_clean_error(err)
+
+
+def test_scan_rejects_a_malformed_since(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status, _, err = run(capsys, "scan", str(tmp_path), "--store", "x.db", "--since", "yesterday")
+    assert status == 2
+    assert "ISO 8601" in err

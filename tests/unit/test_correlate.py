@@ -347,3 +347,10 @@ def test_unrelated_mail_is_not_classified(
     assert len(calls) == 1
     assert correlator.correlate(build_reply(in_reply_to=f"<{SEND_ID}>")) is not None
     assert len(calls) == 2
+
+
+def test_the_sender_of_the_send_writing_in_its_thread_is_own_mail_without_configuration(
+    store: Store,
+) -> None:
+    follow_up = build_reply(in_reply_to=f"<{SEND_ID}>", from_=f"Rep <{REP.upper()}>", to=JO)
+    assert Correlator(store).correlate(follow_up) is None
