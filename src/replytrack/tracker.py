@@ -179,7 +179,7 @@ class ReplyTracker:
         message: email.message.EmailMessage,
         ref: str,
         *,
-        follow_up_of: SentMessage | None = None,
+        follow_up_of: SentMessage | Sequence[SentMessage] | None = None,
     ) -> SentMessage:
         """Give an outgoing message its identity, and record it as a send.
 
@@ -193,7 +193,10 @@ class ReplyTracker:
         Args:
             message: the message about to be sent; changed in place.
             ref: the host's identifier of this send (campaign, prospect, step ...).
-            follow_up_of: the previous step of the same sequence, for a threaded follow-up.
+            follow_up_of: for a threaded follow-up, the previous step of the sequence, or
+                every earlier step oldest first: then ``References`` keeps the first step (the
+                thread root, which clients thread by) and the ``Thread-Index`` grows one child
+                block per step, as Outlook's own replies do.
 
         Returns:
             The recorded `SentMessage`.
@@ -213,14 +216,17 @@ class ReplyTracker:
         mid = generator.generate(ref=ref) if generator.can_sign else generator.generate()
         subject = message.get("Subject")
 
-        if follow_up_of is not None:
-            parent_index = ThreadIndex.new(
-                now=follow_up_of.sent_at or now,
-                guid=follow_up_of.thread_index or ThreadIndex.new(now=now).guid,
+        steps = [follow_up_of] if isinstance(follow_up_of, SentMessage) else follow_up_of
+        if steps:
+            root = steps[0]
+            index = ThreadIndex.new(
+                now=root.sent_at or now, guid=root.thread_index or ThreadIndex.new(now=now).guid
             )
-            index = parent_index.child(now=now)
-            parent = f"<{follow_up_of.message_id}>"
-            references = _bounded_references([*_existing_ids(message), parent])
+            for step in (*steps[1:], None):
+                index = index.child(now=step.sent_at if step and step.sent_at else now)
+            parent = f"<{steps[-1].message_id}>"
+            earlier = [f"<{step.message_id}>" for step in steps]
+            references = _bounded_references([*_existing_ids(message), *earlier])
         else:
             index = ThreadIndex.new(now=now)
             parent = None

@@ -327,3 +327,16 @@ def test_the_same_message_in_two_mailboxes_yields_one_event(
     result = tracker.poll(shared)
     assert (result.events, result.duplicates) == (0, 1)
     assert len(stop.events) == 1
+
+
+def test_a_third_step_keeps_the_thread_root_first_in_references(tracker: ReplyTracker) -> None:
+    first = tracker.stamp(outgoing(), "c42:p7:s1")
+    second = tracker.stamp(outgoing("Re: Quick question"), "c42:p7:s2", follow_up_of=first)
+    message = outgoing("Re: Quick question")
+    tracker.stamp(message, "c42:p7:s3", follow_up_of=[first, second])
+    h = parse_headers(message.as_bytes())
+    assert h.references == (first.message_id, second.message_id)
+    assert h.in_reply_to == (second.message_id,)
+    index = ThreadIndex.decode(h.get("Thread-Index"))
+    assert index is not None
+    assert (index.guid, index.child_count) == (first.thread_index, 2)
