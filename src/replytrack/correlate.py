@@ -158,6 +158,7 @@ class Correlator:
         self,
         data: bytes | str | email.message.Message | Headers,
         *,
+        headers: Headers | None = None,
         classification: Classification | None = None,
         provider_thread_id: str | None = None,
         now: _dt.datetime | None = None,
@@ -166,6 +167,7 @@ class Correlator:
 
         Args:
             data: the incoming message (raw, parsed by the stdlib, or its parsed `Headers`).
+            headers: ``parse_headers(data)`` when the caller already has it.
             classification: the message's classification when the caller already has it.
                 Otherwise it is computed with `classify`, only when needed: for a message
                 that matched, and for one whose headers say it may be a bounce or report
@@ -180,7 +182,8 @@ class Correlator:
             The correlation, or ``None`` when the message answers none of our sends or is our
             own mail (see `is_own_mail`).
         """
-        headers = data if isinstance(data, Headers) else parse_headers(data)
+        if headers is None:
+            headers = data if isinstance(data, Headers) else parse_headers(data)
         own_id = headers.message_id
         referenced = list(dict.fromkeys((*headers.in_reply_to, *reversed(headers.references))))
         # Rule 3: the message's own id (Rule 1) and every referenced id in one store call.

@@ -29,14 +29,14 @@ import email.policy
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final
+from typing import Final, TypeAlias
 
 import attrs
 
 from replytrack.classify import Classification, classify
 from replytrack.correlate import Correlation, Correlator
 from replytrack.dsn import may_be_report
-from replytrack.errors import ConfigError, SourceError, StoreError
+from replytrack.errors import ConfigError, ParseError, SourceError, StoreError
 from replytrack.events import MAX_BODY_TEXT, Action, ReplyEvent, make_event_id
 from replytrack.headers import (
     Headers,
@@ -51,7 +51,7 @@ from replytrack.msgid import MessageIdGenerator
 from replytrack.ooo import body_text
 from replytrack.policy import Decision, Policy
 from replytrack.sources.base import IncomingMessage, MailboxSource
-from replytrack.store import OutboxEntry, SentMessage, Store
+from replytrack.store import SentMessage, Store
 from replytrack.threadindex import ThreadIndex, thread_topic
 
 __all__ = ["PollResult", "ReplyTracker", "RetryResult"]
@@ -97,6 +97,10 @@ class RetryResult:
     delivered: int = 0
     failed: int = 0
     dead: int = 0
+
+
+# (entry id, "delivered" | "failed" | "dead", error, when: delivered/dead time or retry time)
+_Outcome: TypeAlias = tuple[int, str, "str | None", _dt.datetime]
 
 
 @attrs.frozen
@@ -316,8 +320,8 @@ class ReplyTracker:
             received_at=received_at,
         )
         decided = self._decide(incoming, None, set())
-        self._commit([decided], None)
-        return self._dispatch([decided])
+        self._dispatch(self._commit([decided], None))
+        return [decided.event] if decided.event is not None else []
 
     def poll(
         self, source: MailboxSource, *, limit: int = 100, max_batches: int | None = None
@@ -344,7 +348,7 @@ class ReplyTracker:
                 batch = source.fetch(cursor, limit)
                 seen_keys: set[str] = set()
                 decided = [self._decide(m, source, seen_keys) for m in batch.messages]
-                self._commit(decided, (source.name, batch.cursor))
+                queued = self._commit(decided, (source.name, batch.cursor))
             except (SourceError, StoreError) as exc:
                 log.warning("poll of %s stopped: %s", source.name, exc)
                 errors.append(f"{type(exc).__name__}: {exc}")
@@ -356,7 +360,8 @@ class ReplyTracker:
             counts["duplicates"] += sum(d.duplicate for d in decided)
             matched = [d for d in decided if d.event is not None]
             counts["matched"] += len(matched)
-            counts["events"] += len(self._dispatch(decided))
+            counts["events"] += len(matched)
+            self._dispatch(queued)
             if not batch.more:
                 break
         return PollResult(**counts, errors=tuple(errors))
@@ -370,13 +375,20 @@ class ReplyTracker:
         Returns:
             How many were delivered, failed again, or were parked as dead.
         """
-        delivered = failed = dead = 0
+        outcomes: list[_Outcome] = []
         for entry in self.store.due_outbox(self._now(), limit):
-            outcome = self._deliver(entry, ReplyEvent.from_json(entry.payload))
-            delivered += outcome == "delivered"
-            failed += outcome == "failed"
-            dead += outcome == "dead"
-        return RetryResult(delivered, failed, dead)
+            try:
+                event = ReplyEvent.from_json(entry.payload)
+            except ParseError as exc:
+                # A payload this version cannot read (written by a newer one?): park it, keep it.
+                outcomes.append(
+                    (entry.entry_id, "dead", f"unreadable payload: {exc}", self._now())
+                )
+                continue
+            outcomes.append(self._call(entry.entry_id, entry.hook, event, entry.attempts))
+        self._record(outcomes)
+        states = [state for _, state, _, _ in outcomes]
+        return RetryResult(states.count("delivered"), states.count("failed"), states.count("dead"))
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -408,7 +420,9 @@ class ReplyTracker:
         if not complete and source is not None and may_be_report(headers):
             data, complete = source.fetch_body(incoming), True
         correlation = self.correlator.correlate(
-            data if complete else headers, provider_thread_id=incoming.provider_thread_id
+            data if complete else headers,
+            headers=headers,
+            provider_thread_id=incoming.provider_thread_id,
         )
         if correlation is None:
             return _Decided(key)
@@ -469,9 +483,16 @@ class ReplyTracker:
             account_domain=decision.account_domain,
         )
 
-    def _commit(self, decided: Sequence[_Decided], cursor: tuple[str, str] | None) -> None:
-        """Write the ledger, incoming ties and outbox of `decided` (and the cursor) at once."""
+    def _commit(
+        self, decided: Sequence[_Decided], cursor: tuple[str, str] | None
+    ) -> list[tuple[int, str, ReplyEvent]]:
+        """Write the ledger, incoming ties and outbox of `decided` (and the cursor) at once.
+
+        Returns:
+            The outbox entries queued, as (entry id, hook, event), for `_dispatch`.
+        """
         now = self._now()
+        queued: list[tuple[int, str, ReplyEvent]] = []
         with self.store.transaction() as tx:
             for d in decided:
                 if d.duplicate:
@@ -483,43 +504,51 @@ class ReplyTracker:
                     tx.record_incoming(d.incoming_id, d.sent_id)
                 payload = d.event.to_json()
                 for hook in d.hooks:
-                    tx.enqueue(d.event.event_id, hook, payload, now)
+                    entry_id = tx.enqueue(d.event.event_id, hook, payload, now)
+                    if entry_id is not None:
+                        queued.append((entry_id, hook, d.event))
             if cursor is not None:
                 tx.save_cursor(*cursor)
+        return queued
 
-    def _dispatch(self, decided: Sequence[_Decided]) -> list[ReplyEvent]:
-        """Call the hooks of freshly committed events; failures stay in the outbox."""
-        events = []
-        for d in decided:
-            if d.event is None:
-                continue
-            events.append(d.event)
-            for entry in self.store.find_outbox(d.event.event_id):
-                if entry.hook in d.hooks and entry.attempts == 0 and entry.finished_at is None:
-                    self._deliver(entry, d.event)
-        return events
+    def _dispatch(self, queued: Sequence[tuple[int, str, ReplyEvent]]) -> list[str]:
+        """Call the hooks of freshly queued entries, then record the outcomes in one commit.
 
-    def _deliver(self, entry: OutboxEntry, event: ReplyEvent) -> str:
-        hook = self._hooks.get(entry.hook)
+        A crash between a call and the commit re-delivers that entry later (Rule 2).
+        """
+        outcomes = [self._call(entry_id, hook, event, 0) for entry_id, hook, event in queued]
+        self._record(outcomes)
+        return [outcome[1] for outcome in outcomes]
+
+    def _call(self, entry_id: int, hook_name: str, event: ReplyEvent, attempts: int) -> _Outcome:
+        """Call one hook; return what to record, without writing it."""
+        hook = self._hooks.get(hook_name)
         now = self._now()
         if hook is None:
             # The host no longer configures this hook: park the entry rather than lose it.
-            self.store.mark_dead(entry.entry_id, f"no {entry.hook} hook configured", now)
-            return "dead"
+            return (entry_id, "dead", f"no {hook_name} hook configured", now)
         try:
             hook(event)
         except Exception as exc:  # the host's code: any failure stays in the outbox
             error = f"{type(exc).__name__}: {exc}"[:1000]
-            attempts = entry.attempts + 1
-            log.warning("hook %s failed for %s: %s", entry.hook, event.event_id, error)
-            if attempts >= self._max_attempts:
-                self.store.mark_dead(entry.entry_id, error, now)
-                return "dead"
-            delay = min(self._retry_base * 2 ** (attempts - 1), self._retry_cap)
-            self.store.mark_failed(entry.entry_id, error, now + delay)
-            return "failed"
-        self.store.mark_delivered(entry.entry_id, now)
-        return "delivered"
+            log.warning("hook %s failed for %s: %s", hook_name, event.event_id, error)
+            if attempts + 1 >= self._max_attempts:
+                return (entry_id, "dead", error, now)
+            delay = min(self._retry_base * 2**attempts, self._retry_cap)
+            return (entry_id, "failed", error, now + delay)
+        return (entry_id, "delivered", None, now)
+
+    def _record(self, outcomes: Sequence[_Outcome]) -> None:
+        if not outcomes:
+            return
+        with self.store.transaction() as tx:
+            for entry_id, state, error, when in outcomes:
+                if state == "delivered":
+                    tx.mark_delivered(entry_id, when)
+                elif state == "failed":
+                    tx.mark_failed(entry_id, error or "", when)
+                else:
+                    tx.mark_dead(entry_id, error or "", when)
 
 
 def _set(message: email.message.Message, name: str, value: str) -> None:

@@ -340,3 +340,17 @@ def test_a_third_step_keeps_the_thread_root_first_in_references(tracker: ReplyTr
     index = ThreadIndex.decode(h.get("Thread-Index"))
     assert index is not None
     assert (index.guid, index.child_count) == (first.thread_index, 2)
+
+
+def test_an_unreadable_outbox_payload_is_parked_not_fatal(
+    tracker: ReplyTracker, crm: CapturingHook, clock: Clock
+) -> None:
+    sent = tracker.stamp(outgoing(), "c42:p7")
+    with tracker.store.transaction() as tx:
+        tx.enqueue("evt_garbage", "crm_log", b"{not json", NOW)
+    crm.failures = 1
+    tracker.process(build_reply(in_reply_to=f"<{sent.message_id}>"))
+    clock.now += dt.timedelta(hours=1)
+    result = tracker.retry_pending()
+    assert (result.delivered, result.dead) == (1, 1)
+    assert [e.event_id for e in tracker.store.dead_outbox()] == ["evt_garbage"]
