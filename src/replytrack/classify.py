@@ -11,7 +11,10 @@ Rule 1: reports win. Delivery status notifications (RFC 3464) and the non-DSN bo
 Rule 2: the input is read once and boundedly: the header block by `parse_headers`, the message
         by the standard library's ``compat32`` parser on at most `MAX_PARSE_BYTES` bytes. A
         5 MB attachment costs no more than a short reply; a multipart truncated by the limit
-        parses like one with a missing final boundary, which the stdlib tolerates.
+        parses like one with a missing final boundary, which the stdlib tolerates. Mail that
+        cannot be a report (`dsn.may_be_report` is false: most human replies) skips the stdlib
+        parser: `replytrack.mime` reads the same bytes for the first text part the auto-reply
+        detector needs, with the same result, and hands back to the stdlib when unsure.
 Rule 3: `classify` never raises on mail. Should an analyser fail on some unforeseen input, the
         failure is written into `Classification.reasons` and the message is a reply: stopping a
         campaign that should have continued is the cheaper error.
@@ -30,7 +33,7 @@ from typing import Final
 
 import attrs
 
-from replytrack import dsn, ooo
+from replytrack import dsn, mime, ooo
 from replytrack.dsn import Bounce
 from replytrack.headers import Headers, parse_headers, text_to_bytes
 
@@ -112,18 +115,22 @@ def classify(
         TypeError: `data` is none of the accepted types (a programming error, not bad mail).
     """
     if isinstance(data, email.message.Message):
-        message: email.message.Message | None = data
         headers = headers or parse_headers(data)
+        return _classify(headers, data, may_be_report=dsn.may_be_report(headers))
+    if isinstance(data, str):
+        raw = text_to_bytes(data)
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        raw = bytes(data)
     else:
-        if isinstance(data, str):
-            raw = text_to_bytes(data)
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            raw = bytes(data)
-        else:
-            raise TypeError(f"classify() takes bytes, str or a Message, not {type(data)!r}")
-        headers = headers or parse_headers(raw)
-        message = _parse(raw)
-    return _classify(headers, message)
+        raise TypeError(f"classify() takes bytes, str or a Message, not {type(data)!r}")
+    headers = headers or parse_headers(raw)
+    may_be_report = dsn.may_be_report(headers)
+    if not may_be_report:
+        # Rule 2: no report possible, so only the auto-reply detector reads the body.
+        body = mime.body_text(raw[:MAX_PARSE_BYTES])
+        if body is not None:
+            return _classify(headers, None, may_be_report=False, body=body)
+    return _classify(headers, _parse(raw), may_be_report=may_be_report)
 
 
 def _parse(raw: bytes) -> email.message.Message | None:
@@ -133,10 +140,16 @@ def _parse(raw: bytes) -> email.message.Message | None:
         return None
 
 
-def _classify(headers: Headers, message: email.message.Message | None) -> Classification:
+def _classify(
+    headers: Headers,
+    message: email.message.Message | None,
+    *,
+    may_be_report: bool,
+    body: str | None = None,
+) -> Classification:
     failures: list[str] = []
     # may_be_report rules reports out from the headers alone, sparing human mail the MIME walk.
-    if message is not None and dsn.may_be_report(headers):
+    if message is not None and may_be_report:
         try:
             report = dsn.analyze_report(message, headers)
         except Exception as exc:
@@ -150,7 +163,7 @@ def _classify(headers: Headers, message: email.message.Message | None) -> Classi
                 original_message_id=report.original_message_id,
                 feedback_type=report.feedback_type,
             )
-    verdict = ooo.detect_auto_reply(headers, message)
+    verdict = ooo.detect_auto_reply(headers, message, body=body)
     if verdict is not None:
         return Classification(
             kind=Kind.OUT_OF_OFFICE if verdict.out_of_office else Kind.AUTO_REPLY,

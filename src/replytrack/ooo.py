@@ -1580,7 +1580,10 @@ def find_return_date(
 
 
 def detect_auto_reply(
-    headers: Headers, message: email.message.Message | None = None
+    headers: Headers,
+    message: email.message.Message | None = None,
+    *,
+    body: str | None = None,
 ) -> AutoReply | None:
     """Decide whether a message is an out-of-office or another auto-reply.
 
@@ -1591,24 +1594,28 @@ def detect_auto_reply(
         headers: the message's parsed headers.
         message: the parsed message, for its body; ``None`` decides on the headers and subject
             alone.
+        body: the body text, as `body_text` returns it, when the caller already has it (
+            `classify` reads it without building a `Message`, see `replytrack.mime`); it
+            takes the place of `message`.
 
     Returns:
         An `AutoReply` saying why, or ``None`` for mail a person wrote. Never raises.
     """
     try:
-        return _detect(headers, message)
+        if body is None:
+            body = body_text(message) if message is not None else ""
+        return _detect(headers, body)
     except Exception:
         return None
 
 
-def _detect(headers: Headers, message: email.message.Message | None) -> AutoReply | None:
+def _detect(headers: Headers, raw_body: str) -> AutoReply | None:
     evidence = _header_evidence(headers)
     # A subject is a line, not a document: a 200 KB one (flanker's long-header.eml) must not
     # cost 200 KB of phrase searches per language.
     subject_raw = (headers.get("Subject") or "")[:MAX_SUBJECT_CHARS]
     subject = _subject_evidence(subject_raw)
     is_reply = bool(headers.in_reply_to or headers.references)
-    raw_body = body_text(message) if message is not None else ""
     own_text, quoted = _unquoted(raw_body)
     flat_body = _flat(own_text)
 

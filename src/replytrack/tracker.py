@@ -33,7 +33,8 @@ from typing import Final, TypeAlias
 
 import attrs
 
-from replytrack.classify import Classification, classify
+from replytrack import mime
+from replytrack.classify import MAX_PARSE_BYTES, Classification, classify
 from replytrack.correlate import Correlation, Correlator
 from replytrack.dsn import may_be_report
 from replytrack.errors import ConfigError, ParseError, SourceError, StoreError
@@ -583,8 +584,12 @@ def _as_bytes(data: str | email.message.Message) -> bytes:
 
 
 def _plain_text(data: bytes) -> str | None:
+    data = data[:MAX_PARSE_BYTES]
     try:
-        text = body_text(email.message_from_bytes(data, policy=email.policy.compat32))
+        # The fast reader gives the stdlib's answer or none; the stdlib parser is the fallback.
+        text = mime.body_text(data)
+        if text is None:
+            text = body_text(email.message_from_bytes(data, policy=email.policy.compat32))
     except Exception:  # never let the CRM convenience break processing
         return None
     return text[:MAX_BODY_TEXT] if text else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email
+import email.message
 import email.policy
 import importlib
 import pickle
@@ -13,7 +14,13 @@ import attrs
 import pytest
 
 from replytrack.classify import MAX_PARSE_BYTES, Classification, Kind, classify
-from replytrack.testing import build_bounce, build_out_of_office, build_reply
+from replytrack.testing import (
+    OOO_LANGUAGES,
+    build_auto_reply,
+    build_bounce,
+    build_out_of_office,
+    build_reply,
+)
 
 # The module, not the function re-exported as `replytrack.classify`.
 classify_module = importlib.import_module("replytrack.classify")
@@ -174,3 +181,105 @@ def test_out_of_office_after_a_huge_header_block_is_still_found() -> None:
 )
 def test_garbage_is_a_reply(data: bytes | str) -> None:
     assert classify(data).kind is Kind.REPLY
+
+
+# -- the fast path (replytrack.mime) decides like the stdlib parse ---------------------------
+
+
+def _stdlib_classify(monkeypatch: pytest.MonkeyPatch, raw: bytes) -> Classification:
+    """`classify` as it was before replytrack.mime: the fast reader always unsure."""
+    with monkeypatch.context() as patch:
+        patch.setattr(classify_module.mime, "body_text", lambda data: None)
+        return classify(raw)
+
+
+def _reencoded(raw: bytes, cte: str) -> bytes:
+    """Every text part of a built message re-encoded with `cte` (utf-8)."""
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    for part in message.walk():
+        if isinstance(part, email.message.EmailMessage) and part.get_content_maintype() == "text":
+            text = part.get_content()
+            part.set_content(text, subtype=part.get_content_subtype(), charset="utf-8", cte=cte)
+    return message.as_bytes()
+
+
+def _fast_path_messages() -> list[tuple[str, bytes]]:
+    built = [
+        ("reply", build_reply()),
+        ("reply-html", build_reply(html=True)),
+        ("reply-unquoted-html", build_reply(quote=None, html=True)),
+        ("auto-reply", build_auto_reply()),
+    ]
+    for language in OOO_LANGUAGES:
+        built.append((f"ooo-{language}", build_out_of_office(language=language)))
+        built.append(
+            (
+                f"ooo-{language}-body-only",
+                build_out_of_office(
+                    language=language,
+                    auto_submitted=False,
+                    subject_style="original",
+                    in_reply_to=None,
+                    return_date=dt.date(2027, 3, 15),
+                ),
+            )
+        )
+    return [
+        (f"{name}/{cte}", raw if cte == "as-built" else _reencoded(raw, cte))
+        for name, raw in built
+        for cte in ("as-built", "quoted-printable", "base64", "8bit")
+    ]
+
+
+FAST_PATH_MESSAGES = _fast_path_messages()
+CORPUS_MESSAGES = [
+    p
+    for p in sorted(CORPUS.rglob("*"))
+    if p.is_file() and p.suffix not in (".md", ".json", ".py") and not p.name.startswith(".")
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"), FAST_PATH_MESSAGES, ids=[name for name, _ in FAST_PATH_MESSAGES]
+)
+def test_built_messages_classify_alike_with_and_without_the_fast_reader(
+    monkeypatch: pytest.MonkeyPatch, name: str, raw: bytes
+) -> None:
+    """Replies and out-of-office in every language, plain/html, QP/base64: same verdict."""
+    assert classify(raw) == _stdlib_classify(monkeypatch, raw)
+
+
+@pytest.mark.parametrize("path", CORPUS_MESSAGES, ids=lambda p: p.relative_to(CORPUS).as_posix())
+def test_corpus_messages_classify_alike_with_and_without_the_fast_reader(
+    monkeypatch: pytest.MonkeyPatch, path: Path
+) -> None:
+    raw = path.read_bytes()
+    assert classify(raw) == _stdlib_classify(monkeypatch, raw)
+
+
+def test_a_human_reply_is_classified_without_the_stdlib_parser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No report possible: the body comes from replytrack.mime, no Message is built."""
+
+    def parser_called(raw: bytes) -> None:
+        raise AssertionError("the stdlib parser ran")
+
+    monkeypatch.setattr(classify_module, "_parse", parser_called)
+    assert classify(build_reply(html=True)).kind is Kind.REPLY
+    assert classify(build_out_of_office(language="de")).kind is Kind.OUT_OF_OFFICE
+
+
+def test_a_possible_report_is_still_parsed_by_the_stdlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    def reader_called(data: bytes) -> None:
+        raise AssertionError("the fast reader ran")
+
+    monkeypatch.setattr(classify_module.mime, "body_text", reader_called)
+    assert classify(build_bounce()).kind is Kind.BOUNCE
+
+
+def test_malformed_mail_falls_back_to_the_stdlib_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bare CR makes the fast reader unsure; the stdlib parse decides, as before."""
+    raw = build_out_of_office(language="fr").replace(b"\r\n\r\n", b"\r\n\r", 1)
+    assert classify_module.mime.body_text(raw) is None
+    assert classify(raw) == _stdlib_classify(monkeypatch, raw)

@@ -474,3 +474,27 @@ def test_body_text_drops_unclosed_scripts_and_keeps_visible_text() -> None:
     text = body_text(_message(html=html))
     assert "I am away" in text
     assert "back on" not in text
+
+
+# -- the body can be handed in as text (classify's fast path) --------------------------------
+
+
+@pytest.mark.parametrize("language", OOO_LANGUAGES)
+def test_a_body_given_as_text_decides_like_the_message(language: str) -> None:
+    raw = build_out_of_office(language=language, return_date=dt.date(2027, 3, 15))
+    headers = parse_headers(raw)
+    message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    by_message = detect_auto_reply(headers, message)
+    assert by_message is not None
+    assert detect_auto_reply(headers, body=body_text(message)) == by_message
+
+
+def test_a_body_given_as_text_takes_the_place_of_the_message() -> None:
+    """The auto-reply body decides even though the message passed is a human reply."""
+    body = body_text(email.message_from_bytes(build_out_of_office(auto_submitted=False)))
+    reply = build_reply(quote=None)
+    message = email.message_from_bytes(reply)
+    assert detect_auto_reply(parse_headers(reply), message) is None
+    verdict = detect_auto_reply(parse_headers(reply), message, body=body)
+    assert verdict is not None
+    assert verdict.out_of_office
