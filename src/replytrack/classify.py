@@ -124,7 +124,7 @@ def classify(
     else:
         raise TypeError(f"classify() takes bytes, str or a Message, not {type(data)!r}")
     headers = headers or parse_headers(raw)
-    may_be_report = dsn.may_be_report(headers)
+    may_be_report = dsn.may_be_report(headers, raw)
     if not may_be_report:
         # Rule 2: no report possible, so only the auto-reply detector reads the body.
         body = mime.body_text(raw[:MAX_PARSE_BYTES])

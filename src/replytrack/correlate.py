@@ -201,7 +201,12 @@ class Correlator:
         if hit is None:
             # Classifying reads the body, by far the dearest step: only a message that may be
             # a report can match through a report's original Message-ID.
-            if classification is None and not isinstance(data, Headers) and may_be_report(headers):
+            raw = data if isinstance(data, bytes) else None
+            if (
+                classification is None
+                and not isinstance(data, Headers)
+                and may_be_report(headers, raw)
+            ):
                 classification = classified()
             hit = (
                 (classification and self._by_bounce_original(classification))

@@ -1663,32 +1663,47 @@ def _is_bounce_subject(subject: str) -> bool:
     )
 
 
-def may_be_report(headers: Headers) -> bool:
-    """Tell from the headers alone whether `analyze_report` could find a report.
+def may_be_report(headers: Headers, data: bytes | None = None) -> bool:
+    """Tell, without MIME parsing, whether `analyze_report` could find a report.
 
-    A cheap pre-check (microseconds, no MIME parsing) for callers that only need reports,
-    such as the correlator looking for the original Message-ID of a bounce: ``False`` means
-    `analyze_report` returns ``None`` whatever the body holds. It is ``True`` for a multipart
-    other than ``multipart/alternative`` (a report part may sit inside one), a ``message/*``
-    body, and the envelope of a mail system (Rule 2: a daemon or empty sender,
-    ``X-Failed-Recipients``, or a bounce subject that is not a reply).
+    A cheap pre-check for callers that only need reports, such as the correlator looking for
+    the original Message-ID of a bounce: ``False`` means `analyze_report` returns ``None``
+    whatever the body holds. It is ``True`` for the envelope of a mail system (Rule 2: a
+    daemon or empty sender, ``X-Failed-Recipients``, or a bounce subject that is not a reply),
+    for a ``message/*`` body, and for a multipart other than ``multipart/alternative`` - unless
+    `data` is given and holds no report content type anywhere (a report part may sit inside
+    a ``multipart/mixed``, but it has to name its type).
 
     Args:
         headers: the message's parsed headers.
+        data: the raw message, to rule out multiparts that hold no report part.
 
     Returns:
         Whether the message needs `analyze_report` to be ruled out.
     """
-    ctype = (headers.get("content-type") or "text/plain").split(";", 1)[0].strip().lower()
-    if ctype.startswith("message/") or (
-        ctype.startswith("multipart/") and ctype != "multipart/alternative"
-    ):
-        return True
     if headers.get("x-failed-recipients") or _is_daemon((*headers.from_, *headers.sender)):
         return True
     if not headers.from_ and headers.get("from") is not None:
         return True  # a From that holds no address: "<>", as some MTAs write it
-    return _is_bounce_subject(headers.subject or "")
+    if _is_bounce_subject(headers.subject or ""):
+        return True
+    ctype = (headers.get("content-type") or "text/plain").split(";", 1)[0].strip().lower()
+    if ctype.startswith("message/"):
+        return True
+    if not ctype.startswith("multipart/") or ctype == "multipart/alternative":
+        return False
+    if ctype == "multipart/report" or data is None:
+        return True
+    return _REPORT_TYPE.search(data, 0, _REPORT_SCAN_BYTES) is not None
+
+
+# The content types of report parts (RFC 6522, 3464, 6533, 5965, 8098), as a part names them.
+_REPORT_TYPE: Final = re.compile(
+    rb"(?i)multipart/report|message/(?:global-)?(?:delivery-status|feedback-report"
+    rb"|disposition-notification)"
+)
+#: How far into a multipart `may_be_report` looks for a report part's content type.
+_REPORT_SCAN_BYTES: Final = 512 * 1024
 
 
 def _plain_bounce(ev: _Evidence) -> Report | None:

@@ -583,8 +583,21 @@ def test_may_be_report_never_rules_out_a_report_of_the_corpus() -> None:
         if analyze_report(message, headers) is not None:
             checked += 1
             assert may_be_report(headers), path
+            assert may_be_report(headers, data), path
     assert checked > 100
 
 
 def test_may_be_report_is_false_for_a_plain_human_reply() -> None:
     assert not may_be_report(parse_headers(build_reply()))
+
+
+def test_may_be_report_looks_inside_a_mixed_multipart_only_when_given_the_data() -> None:
+    message = email.message_from_bytes(build_reply(), policy=email.policy.default)
+    message.make_mixed()
+    message.add_attachment(b"%PDF-1.4", maintype="application", subtype="pdf")
+    data = message.as_bytes()
+    headers = parse_headers(data)
+    assert may_be_report(headers)
+    assert not may_be_report(headers, data)
+    with_report = data.replace(b"application/pdf", b"message/delivery-status")
+    assert may_be_report(parse_headers(with_report), with_report)
