@@ -54,11 +54,8 @@ import email.policy
 import gc
 import hashlib
 import json
-import os
-import platform
 import random
 import re
-import resource
 import statistics
 import sys
 import tempfile
@@ -67,7 +64,6 @@ import tracemalloc
 from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +76,10 @@ from replytrack.threadindex import ThreadIndex
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))  # the sibling bench_store.py, also when loaded by a test
+    sys.path.insert(0, str(HERE))  # the siblings _common.py and bench_store.py, also in tests
 
-import bench_store  # noqa: E402 (found through the sys.path line above)
+import _common  # noqa: E402 (found through the sys.path line above)
+import bench_store  # noqa: E402
 
 SCHEMA_VERSION = 1
 SEED = 2026
@@ -593,12 +590,6 @@ def prewarm(path: Path) -> None:
             pass
 
 
-def max_rss_mb() -> float:
-    # ru_maxrss is in KiB on Linux, bytes on macOS.
-    scale = 1 if sys.platform == "darwin" else 1024
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, 1)
-
-
 def growth(first: float, last: float) -> float:
     return round((last - first) / first, 4) if first else 0.0
 
@@ -621,7 +612,7 @@ def timed_pass(
         latencies[incoming.variant.category].append((t1 - t0) / 1000)
         tally.add(incoming, correlation)
         if seq in (quarter, total):
-            rss.append(max_rss_mb())
+            rss.append(_common.max_rss_mb())
     return latencies, rss, time.perf_counter() - started
 
 
@@ -669,30 +660,6 @@ def latency_summary(values: Sequence[float]) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 # The report
 # --------------------------------------------------------------------------------------------
-
-
-def environment() -> dict[str, Any]:
-    import sqlite3  # noqa: PLC0415 (only for its version)
-
-    try:
-        rt_version = version("replytrack")
-    except PackageNotFoundError:
-        rt_version = "not installed"
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": usable,
-        "sqlite": sqlite3.sqlite_version,
-        "replytrack": rt_version,
-    }
-
-
-def load_average() -> list[float] | None:
-    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -761,8 +728,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warmup = min(WARMUP, args.messages // 10)
     log(f"{len(pool):,} templates, {pool_bytes / len(pool) / 1024:.1f} KiB on average")
 
-    load_start = load_average()
-    rss_before = max_rss_mb()
+    load_start = _common.load_average()
+    rss_before = _common.max_rss_mb()
     tally = Tally()
     with SQLiteStore(fixture) as store:
         # Sanity: the fixture holds what the stream answers.
@@ -785,7 +752,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         traced = memory_pass(
             correlator, stream(pool, args.sends, args.messages, args.seed + 2), args.messages
         )
-    load_end = load_average()
+    load_end = _common.load_average()
 
     every = [x for values in latencies.values() for x in values]
     busy_seconds = sum(every) / 1e6
@@ -862,7 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             ),
         },
-        "environment": environment(),
+        "environment": _common.environment(),
         "load_average": {"start": load_start, "end": load_end},
         "results": {"correlate": correlate, "by_category": by_category},
         "matches": tally.report(),

@@ -27,8 +27,6 @@ import email
 import email.policy
 import hashlib
 import json
-import os
-import platform
 import re
 import statistics
 import sys
@@ -37,7 +35,6 @@ from collections.abc import Callable, Sequence
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses, make_msgid
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +43,11 @@ from replytrack.msgid import MessageIdGenerator
 
 SCHEMA_VERSION = 1
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # the sibling _common.py, also when loaded by a test
+
+import _common  # noqa: E402 (found through the sys.path line above)
+
 SAMPLE = HERE / "data" / "reply-3k.eml"
 DOMAIN = "mail.example.com"
 REF = "c42:p7"
@@ -227,16 +229,6 @@ def check_agreement(data: bytes) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def autorange(timer: timeit.Timer, min_seconds: float) -> int:
-    """`timeit.Timer.autorange` with its 0.2 s target as a parameter."""
-    i = 1
-    while True:
-        for loops in (i, 2 * i, 5 * i):
-            if timer.timeit(loops) >= min_seconds:
-                return loops
-        i *= 10
-
-
 def run_rounds(cases: list[Case], rounds: int, log: Callable[[str], None]) -> None:
     for round_no in range(1, rounds + 1):
         for case in cases:
@@ -263,28 +255,6 @@ def summary(case: Case) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # The report
 # --------------------------------------------------------------------------------------------
-
-
-def environment() -> dict[str, Any]:
-    try:
-        rt_version = version("replytrack")
-    except PackageNotFoundError:
-        rt_version = "not installed"
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "compiler": platform.python_compiler(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": usable,
-        "replytrack": rt_version,
-    }
-
-
-def load_average() -> list[float] | None:
-    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def evaluate(results: dict[str, dict[str, Any]]) -> tuple[dict[str, float], dict[str, Any]]:
@@ -336,12 +306,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     data = SAMPLE.read_bytes()
     check_agreement(data)
-    load_start = load_average()
+    load_start = _common.load_average()
     started = dt.datetime.now(dt.timezone.utc)
 
     cases = build_cases(data)
     for case in cases:
-        case.loops = args.loops or autorange(case.timer, settings["min_seconds"])
+        case.loops = args.loops or _common.autorange(case.timer, settings["min_seconds"])
         log(f"{case.name}: {case.loops} loops per round")
     run_rounds(cases, int(settings["rounds"]), log)
     results = {case.name: summary(case) for case in cases}
@@ -367,8 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "header_block_bytes": header_end + 4 if header_end >= 0 else None,
             "sha256": hashlib.sha256(data).hexdigest(),
         },
-        "environment": environment(),
-        "load_average": {"start": load_start, "end": load_average()},
+        "environment": _common.environment(),
+        "load_average": {"start": load_start, "end": _common.load_average()},
         "results": results,
         "ratios": ratios,
         "targets": targets,

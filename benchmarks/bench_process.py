@@ -63,7 +63,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))  # the sibling bench_correlate.py, also when loaded by a test
 
-import bench_correlate as bc  # noqa: E402 (found through the sys.path line above)
+import _common  # noqa: E402 (found through the sys.path line above)
+import bench_correlate as bc  # noqa: E402
 import bench_store  # noqa: E402 (the same module bench_correlate imports)
 
 SCHEMA_VERSION = 1
@@ -249,7 +250,7 @@ def timed_pass(
         latencies[incoming.variant.category].append((t1 - t0) / 1000)
         checker.add(incoming, events, stop.calls - stop_before, crm.calls - crm_before)
         if seq in (quarter, total):
-            rss.append(bc.max_rss_mb())
+            rss.append(_common.max_rss_mb())
     return latencies, rss, time.perf_counter() - started
 
 
@@ -334,8 +335,8 @@ def run(
         m["copy_seconds"] = round(copy_store(fixture, copy), 1)
         if args.prewarm:
             bc.prewarm(copy)
-        m["load_start"] = bc.load_average()
-        m["rss_before"] = bc.max_rss_mb()
+        m["load_start"] = _common.load_average()
+        m["rss_before"] = _common.max_rss_mb()
         with SQLiteStore(copy, synchronous=args.synchronous) as store:
             last = bench_store.send_id(args.sends - 1)
             if store.find_sent([last]).get(last) != bench_store.make_send(args.sends - 1):
@@ -375,7 +376,7 @@ def run(
                 tracker,
                 bc.stream(rotated(pool, 3), args.sends, args.profile_messages, args.seed + 3),
             )
-        m["load_end"] = bc.load_average()
+        m["load_end"] = _common.load_average()
         m["contents"] = store_contents(copy)
         m["copy_bytes"] = copy.stat().st_size
     finally:
@@ -574,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "templates_sha256": digest.hexdigest(),
             "variants": checker.variants(),
         },
-        "environment": bc.environment(),
+        "environment": _common.environment(),
         "load_average": {"start": m["load_start"], "end": m["load_end"]},
         "results": {"process": process, "by_category": by_category},
         "events": {

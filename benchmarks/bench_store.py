@@ -23,21 +23,23 @@ import argparse
 import datetime as dt
 import itertools
 import json
-import os
-import platform
 import random
-import resource
 import statistics
 import sys
 import tempfile
 import time
 import timeit
 from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from replytrack.store import SentMessage, SQLiteStore
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # the sibling _common.py, also when loaded by a test
+
+import _common  # noqa: E402 (found through the sys.path line above)
 
 SCHEMA_VERSION = 1
 T0 = dt.datetime(2026, 1, 5, 8, tzinfo=dt.timezone.utc)
@@ -159,15 +161,6 @@ def build_cases(store: SQLiteStore, sends: int) -> list[Case]:
     ]
 
 
-def autorange(timer: timeit.Timer, min_seconds: float) -> int:
-    i = 1
-    while True:
-        for loops in (i, 2 * i, 5 * i):
-            if timer.timeit(loops) >= min_seconds:
-                return loops
-        i *= 10
-
-
 def summary(case: Case) -> dict[str, Any]:
     times = sorted(case.per_call_us)
     median = statistics.median(times)
@@ -180,28 +173,6 @@ def summary(case: Case) -> dict[str, Any]:
         "loops": case.loops,
         "rounds": len(times),
     }
-
-
-def environment() -> dict[str, Any]:
-    import sqlite3  # noqa: PLC0415 (only for its version)
-
-    try:
-        rt_version = version("replytrack")
-    except PackageNotFoundError:
-        rt_version = "not installed"
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "sqlite": sqlite3.sqlite_version,
-        "replytrack": rt_version,
-    }
-
-
-def max_rss_mb() -> float:
-    # ru_maxrss is in KiB on Linux, bytes on macOS.
-    scale = 1 if sys.platform == "darwin" else 1024
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, 1)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -244,14 +215,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not fixture.exists():
         log(f"building {fixture} with {args.sends:,} sends (once)")
         build_seconds = round(build_fixture(fixture, args.sends, log), 1)
-    rss_before = max_rss_mb()
+    rss_before = _common.max_rss_mb()
     with SQLiteStore(fixture) as store:
         # Sanity: the fixture holds what the cases look up, so a broken lookup cannot look fast.
         last = args.sends - 1
         assert store.find_sent([send_id(last)])[send_id(last)] == make_send(last)
         cases = build_cases(store, args.sends)
         for case in cases:
-            case.loops = args.loops or autorange(case.timer, settings["min_seconds"])
+            case.loops = args.loops or _common.autorange(case.timer, settings["min_seconds"])
         for _ in range(int(settings["rounds"])):
             for case in cases:
                 case.per_call_us.append(case.timer.timeit(case.loops) / case.loops * 1e6)
@@ -275,11 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "bytes": fixture.stat().st_size,
             "build_seconds": build_seconds,
         },
-        "memory": {"max_rss_mb_before_lookups": rss_before, "max_rss_mb_after": max_rss_mb()},
-        "environment": environment(),
-        "load_average": [round(x, 2) for x in os.getloadavg()]
-        if hasattr(os, "getloadavg")
-        else None,
+        "memory": {
+            "max_rss_mb_before_lookups": rss_before,
+            "max_rss_mb_after": _common.max_rss_mb(),
+        },
+        "environment": _common.environment(),
+        "load_average": _common.load_average(),
         "results": results,
         "targets": targets,
         "all_targets_met": all(t["met"] for t in targets.values()),

@@ -41,20 +41,24 @@ import datetime as dt
 import gc
 import hashlib
 import json
-import os
-import platform
 import random
 import statistics
 import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from replytrack.conversation import Thread, thread_messages
 from replytrack.headers import Headers, parse_headers
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # the sibling _common.py, also when loaded by a test
+
+import _common  # noqa: E402 (found through the sys.path line above)
 
 SCHEMA_VERSION = 1
 DEFAULT_MESSAGES = 50_000
@@ -301,30 +305,10 @@ def summary(case: Case, messages: int) -> dict[str, Any]:
 
 
 def environment(flanker: ModuleType | None) -> dict[str, Any]:
-    def installed(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    flanker_version = installed("flanker")
+    flanker_version = _common.installed("flanker")
     if flanker is not None and flanker_version is None:
         flanker_version = "imported, version unknown"
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": usable,
-        "replytrack": installed("replytrack") or "not installed",
-        "flanker": flanker_version,
-    }
-
-
-def load_average() -> list[float] | None:
-    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    return _common.environment(flanker=flanker_version)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -406,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         ]
 
-    load_start = load_average()
+    load_start = _common.load_average()
     started = dt.datetime.now(dt.timezone.utc)
     for case in cases:
         case.peak_bytes = peak_memory(case.run)
@@ -451,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "flanker_threads": reference,
         },
         "environment": environment(flanker),
-        "load_average": {"start": load_start, "end": load_average()},
+        "load_average": {"start": load_start, "end": _common.load_average()},
         "results": results,
         "ratios": ratios,
         "targets": targets,
