@@ -935,8 +935,12 @@ _SUBJECT_TAGS: Final = re.compile(r"^(?:\s*(?:\[[^\]]{0,40}\]|\*{2,}[^*]{0,40}\*
 
 def _normalize(text: str) -> str:
     """Lower-case, NFC, straight apostrophes, one space for any run of horizontal space."""
-    text = unicodedata.normalize("NFC", text).translate(_APOSTROPHES).lower()
-    return _WS.sub(" ", text)
+    if not text.isascii():  # NFC leaves ASCII as it is, and only "`" needs translating there
+        text = unicodedata.normalize("NFC", text)
+    text = text.translate(_APOSTROPHES).lower()
+    if "  " in text or "\t" in text or not text.isascii():
+        text = _WS.sub(" ", text)
+    return text
 
 
 def _flat(text: str) -> str:
