@@ -165,6 +165,31 @@ class Correlator:
     ) -> Correlation | None:
         """Find the send `data` answers.
 
+        Same arguments as `examine`, which also says why own mail was skipped.
+
+        Returns:
+            The correlation, or ``None`` when the message answers none of our sends or is our
+            own mail.
+        """
+        return self.examine(
+            data,
+            headers=headers,
+            classification=classification,
+            provider_thread_id=provider_thread_id,
+            now=now,
+        )[0]
+
+    def examine(
+        self,
+        data: bytes | str | email.message.Message | Headers,
+        *,
+        headers: Headers | None = None,
+        classification: Classification | None = None,
+        provider_thread_id: str | None = None,
+        now: _dt.datetime | None = None,
+    ) -> tuple[Correlation | None, str | None]:
+        """Find the send `data` answers, and say why when it is our own mail.
+
         Args:
             data: the incoming message (raw, parsed by the stdlib, or its parsed `Headers`).
             headers: ``parse_headers(data)`` when the caller already has it.
@@ -179,8 +204,8 @@ class Correlator:
                 message's Date, else the current time).
 
         Returns:
-            The correlation, or ``None`` when the message answers none of our sends or is our
-            own mail (see `is_own_mail`).
+            ``(correlation, None)``; ``(None, None)`` when the message answers none of our
+            sends; ``(None, reason)`` when it is our own mail (see `is_own_mail`).
         """
         if headers is None:
             headers = data if isinstance(data, Headers) else parse_headers(data)
@@ -189,8 +214,9 @@ class Correlator:
         # Rule 3: the message's own id (Rule 1) and every referenced id in one store call.
         lookup = [own_id, *referenced] if own_id else referenced
         found = self._store.find_sent(lookup) if lookup else {}
-        if self._own_mail_reason(headers, found) is not None:
-            return None
+        own = self._own_mail_reason(headers, found)
+        if own is not None:
+            return None, own
 
         def classified() -> Classification:
             if isinstance(data, Headers):
@@ -215,15 +241,15 @@ class Correlator:
                 or self._by_subject(headers, now)
             )
         if hit is None:
-            return None
+            return None, None
         responder = headers.from_[0] if headers.from_ else None
         if hit.sent is not None and responder == Address("", hit.sent.sender):
             # Rule 1: the rep who sent it, writing in the thread (a follow-up from another
             # client, a copy synced into the inbox), even when own_addresses was not set.
-            return None
+            return None, "From is the sender of the send it answers"
         if classification is None:
             classification = classified()
-        return Correlation(
+        correlation = Correlation(
             ref=hit.ref,
             sent=hit.sent,
             method=hit.method,
@@ -233,6 +259,7 @@ class Correlator:
             matched_id=hit.matched_id,
             notes=hit.notes,
         )
+        return correlation, None
 
     # -- the methods, strongest first ---------------------------------------------------------
 

@@ -415,18 +415,16 @@ class ReplyTracker:
         if key in seen_keys or self.store.is_processed(key):
             return _Decided(key, duplicate=True)
         seen_keys.add(key)
-        if self.correlator.is_own_mail(headers) is not None:
-            return _Decided(key, own=True)
         complete = incoming.complete
         if not complete and source is not None and may_be_report(headers):
             data, complete = source.fetch_body(incoming), True
-        correlation = self.correlator.correlate(
+        correlation, own = self.correlator.examine(
             data if complete else headers,
             headers=headers,
             provider_thread_id=incoming.provider_thread_id,
         )
         if correlation is None:
-            return _Decided(key)
+            return _Decided(key, own=own is not None)
         if not complete and source is not None:
             data = source.fetch_body(incoming)
             correlation = attrs.evolve(correlation, classification=classify(data, headers=headers))

@@ -354,3 +354,12 @@ def test_the_sender_of_the_send_writing_in_its_thread_is_own_mail_without_config
 ) -> None:
     follow_up = build_reply(in_reply_to=f"<{SEND_ID}>", from_=f"Rep <{REP.upper()}>", to=JO)
     assert Correlator(store).correlate(follow_up) is None
+
+
+def test_examine_says_why_own_mail_was_skipped(correlator: Correlator) -> None:
+    own = build_reply(in_reply_to=f"<{SEND_ID}>", from_=f"Rep <{REP}>", to=JO)
+    assert correlator.examine(own) == (None, "From is an own address")
+    assert correlator.examine(build_reply(in_reply_to="<x@elsewhere.example>")) == (None, None)
+    match, reason = correlator.examine(build_reply(in_reply_to=f"<{SEND_ID}>"))
+    assert match is not None
+    assert reason is None
