@@ -12,6 +12,7 @@ import resource
 import sqlite3
 import sys
 import timeit
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -61,3 +62,12 @@ def autorange(timer: timeit.Timer, min_seconds: float) -> int:
             if timer.timeit(loops) >= min_seconds:
                 return loops
         i *= 10
+
+
+def stderr_logger(script: str) -> Callable[[str], None]:
+    """A progress logger for `script`: one line on stderr, so stdout stays the JSON report."""
+
+    def log(message: str) -> None:
+        print(f"{script}: {message}", file=sys.stderr, flush=True)
+
+    return log

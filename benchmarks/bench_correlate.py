@@ -705,17 +705,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print its JSON report; return the exit status."""
     args = parse_args(argv)
 
-    def log(message: str) -> None:
-        print(f"bench_correlate: {message}", file=sys.stderr, flush=True)
+    log = _common.stderr_logger("bench_correlate")
 
     started = dt.datetime.now(dt.timezone.utc)
-    args.data_dir.mkdir(parents=True, exist_ok=True)
-    # bench_store.py's fixture, under its name, so the two scripts build it once between them.
-    fixture = args.data_dir / f"store-{args.sends}-bench{bench_store.SCHEMA_VERSION}.db"
-    build_seconds = None
-    if not fixture.exists():
-        log(f"building {fixture} with {args.sends:,} sends (once)")
-        build_seconds = round(bench_store.build_fixture(fixture, args.sends, log), 1)
+    # bench_store.py's fixture: the scripts build it once between them.
+    fixture, build_seconds = bench_store.ensure_fixture(args.data_dir, args.sends, log)
 
     if args.prewarm:
         prewarm(fixture)

@@ -301,8 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rounds is not None:
         settings["rounds"] = args.rounds
 
-    def log(message: str) -> None:
-        print(f"bench_parse: {message}", file=sys.stderr, flush=True)
+    log = _common.stderr_logger("bench_parse")
 
     data = SAMPLE.read_bytes()
     check_agreement(data)

@@ -76,6 +76,22 @@ def make_send(i: int) -> SentMessage:
     )
 
 
+def ensure_fixture(
+    data_dir: Path, sends: int, log: Callable[[str], None]
+) -> tuple[Path, float | None]:
+    """The fixture of `sends` sends in `data_dir`, built on first use (all scripts share it).
+
+    Returns:
+        Its path, and the seconds building it took (``None`` when it was already there).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fixture = data_dir / f"store-{sends}-bench{SCHEMA_VERSION}.db"
+    if fixture.exists():
+        return fixture, None
+    log(f"building {fixture} with {sends:,} sends (once)")
+    return fixture, round(build_fixture(fixture, sends, log), 1)
+
+
 def build_fixture(path: Path, sends: int, log: Callable[[str], None]) -> float:
     """Record `sends` sends into a new store at `path`; return the seconds it took."""
     partial = path.with_name(path.name + ".partial")
@@ -205,16 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rounds is not None:
         settings["rounds"] = args.rounds
 
-    def log(message: str) -> None:
-        print(f"bench_store: {message}", file=sys.stderr, flush=True)
+    log = _common.stderr_logger("bench_store")
 
     started = dt.datetime.now(dt.timezone.utc)
-    args.data_dir.mkdir(parents=True, exist_ok=True)
-    fixture = args.data_dir / f"store-{args.sends}-bench{SCHEMA_VERSION}.db"
-    build_seconds = None
-    if not fixture.exists():
-        log(f"building {fixture} with {args.sends:,} sends (once)")
-        build_seconds = round(build_fixture(fixture, args.sends, log), 1)
+    fixture, build_seconds = ensure_fixture(args.data_dir, args.sends, log)
     rss_before = _common.max_rss_mb()
     with SQLiteStore(fixture) as store:
         # Sanity: the fixture holds what the cases look up, so a broken lookup cannot look fast.

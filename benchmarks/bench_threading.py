@@ -344,8 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     rounds = args.rounds or (QUICK if args.quick else FULL)["rounds"]
 
-    def log(message: str) -> None:
-        print(f"bench_threading: {message}", file=sys.stderr, flush=True)
+    log = _common.stderr_logger("bench_threading")
 
     flanker = None if args.no_flanker else load_flanker(args.flanker_path)
     log("flanker not importable: reference skipped" if flanker is None else "flanker found")

@@ -6,25 +6,18 @@ No timing is asserted here: timings belong to the benchmark's own report.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_process.py"
-
 
 @pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_process", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("bench_process")
 
 
 def test_a_tiny_run_reports_and_every_reply_stops_its_campaign(

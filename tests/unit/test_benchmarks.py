@@ -5,14 +5,13 @@ No timing is asserted here: timings belong to the benchmark's own report.
 
 from __future__ import annotations
 
-import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_parse.py"
 CASES = {
     "replytrack",
     "stdlib_default",
@@ -25,13 +24,8 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_parse", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("bench_parse")
 
 
 def test_quick_run_reports_every_case_ratio_and_target(
