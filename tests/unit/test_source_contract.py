@@ -1,9 +1,10 @@
 """The mailbox source contract: every `MailboxSource` passes this same suite.
 
-Each test takes the ``mailbox`` fixture, a `Harness` that owns one source and knows how to
-deliver mail into it, invalidate its cursors and break it, once per entry of `HARNESSES`. A
-new source joins with one harness class. Behaviour only one source has (Maildir renames, mbox
-partial writes) is tested beside that source, in ``test_sources_*.py``.
+Each test takes the ``mailbox`` fixture, a `Harness` (``tests/harnesses``) that owns one
+source and knows how to deliver mail into it, invalidate its cursors and break it, once per
+entry of `HARNESSES`. A new source joins with one harness class. Behaviour only one source
+has (Maildir renames, mbox partial writes) is tested beside that source, in
+``test_sources_*.py``.
 
 The contract (``replytrack.sources.base``): no miss, bounded duplicates, invalid cursors rescan
 a window by date and never jump to "now", oldest first, failures as `SourceError`.
@@ -13,196 +14,24 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, ClassVar
 
 import pytest
 
+from harnesses import Harness, drain, ids
+from harnesses.stdlib import MaildirHarness, MboxHarness, MemoryHarness
 from replytrack.errors import ConfigError, SourceError
 from replytrack.headers import parse_headers
-from replytrack.sources import (
-    Batch,
-    IncomingMessage,
-    MailboxSource,
-    MaildirSource,
-    MboxSource,
-    MemorySource,
-)
-from replytrack.sources.base import BaseSource
-from replytrack.testing import build_reply
+from replytrack.sources import MailboxSource
 
 UTC = dt.timezone.utc
 FAST_WAIT = 0.01
 
 
-def message(n: int) -> bytes:
-    return build_reply(message_id=f"<m{n}@prospect.example>", subject=f"Re: question {n}")
-
-
-def ids(batch: Batch | list[IncomingMessage] | tuple[IncomingMessage, ...]) -> list[int]:
-    messages = batch.messages if isinstance(batch, Batch) else batch
-    out = []
-    for m in messages:
-        mid = parse_headers(m.data).message_id
-        assert mid is not None
-        out.append(int(mid.split("@")[0][1:]))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Harnesses
-# --------------------------------------------------------------------------------------------
-
-
-class Harness:
-    """One source under test, and the means to drive the mailbox behind it."""
-
-    #: Whether `deliver` can date a message in the past (so rescan windows can be checked).
-    dated: ClassVar[bool] = True
-
-    source: BaseSource
-
-    def deliver(self, n: int, *, received_at: dt.datetime | None = None) -> None:
-        raise NotImplementedError
-
-    def invalidate(self, cursor: str) -> str:
-        """Make `cursor` invalid the way this mailbox can; return the cursor to fetch from."""
-        raise NotImplementedError
-
-    def inject_fault(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Make the next fetch fail part-way through with an exception of the outside world."""
-        raise NotImplementedError
-
-    def break_mailbox(self) -> None:
-        """Make the mailbox unreadable (gone)."""
-        raise NotImplementedError
-
-
-class MemoryHarness(Harness):
-    def __init__(self, tmp_path: Path) -> None:
-        self.source = MemorySource()
-
-    def deliver(self, n: int, *, received_at: dt.datetime | None = None) -> None:
-        assert isinstance(self.source, MemorySource)
-        self.source.add(message(n), received_at=received_at)
-
-    def invalidate(self, cursor: str) -> str:
-        assert isinstance(self.source, MemorySource)
-        self.source.invalidate()
-        return cursor
-
-    def inject_fault(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        assert isinstance(self.source, MemorySource)
-        self.source.fail_next(1, OSError("connection reset"))
-
-    def break_mailbox(self) -> None:
-        assert isinstance(self.source, MemorySource)
-        self.source.fail_next(100, OSError("gone"))
-
-
-class MaildirHarness(Harness):
-    # A file's stamp is its ctime, which a test cannot set into the past.
-    dated = False
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.path = tmp_path / "Maildir"
-        for sub in ("new", "cur", "tmp"):
-            (self.path / sub).mkdir(parents=True)
-        self.source = MaildirSource(self.path)
-        self.count = 0
-
-    def deliver(self, n: int, *, received_at: dt.datetime | None = None) -> None:
-        # As an MDA does: write into tmp/, then rename into new/.
-        self.count += 1
-        key = f"{int(time.time())}.{self.count:08d}.testhost"
-        tmp = self.path / "tmp" / key
-        tmp.write_bytes(message(n))
-        if received_at is not None:
-            stamp = received_at.timestamp()
-            os.utime(tmp, (stamp, stamp))
-        tmp.rename(self.path / "new" / key)
-
-    def invalidate(self, cursor: str) -> str:
-        return "not a cursor"  # a Maildir has no UIDVALIDITY: an unreadable cursor it is
-
-    def inject_fault(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        assert isinstance(self.source, MaildirSource)
-        original = self.source._read_file
-        calls = iter(range(1_000_000))
-
-        def failing(path: str) -> bytes | None:
-            if next(calls) == 1:
-                raise OSError("I/O error")
-            return original(path)
-
-        monkeypatch.setattr(self.source, "_read_file", failing)
-
-    def break_mailbox(self) -> None:
-        shutil.rmtree(self.path)
-
-
-class MboxHarness(Harness):
-    def __init__(self, tmp_path: Path) -> None:
-        self.path = tmp_path / "inbox.mbox"
-        self.path.write_bytes(b"")
-        self.source = MboxSource(self.path, settle=dt.timedelta(0))
-
-    def deliver(self, n: int, *, received_at: dt.datetime | None = None) -> None:
-        when = (received_at or dt.datetime.now(UTC)).astimezone(UTC)
-        envelope = f"From jo@customer.example {when:%a %b %d %H:%M:%S %Y}\n".encode()
-        with self.path.open("ab") as handle:
-            handle.write(envelope + message(n).replace(b"\r\n", b"\n") + b"\n")
-
-    def invalidate(self, cursor: str) -> str:
-        # Replaced, as a mail client compacting the file does: a new inode, same content.
-        copy = self.path.with_suffix(".new")
-        shutil.copyfile(self.path, copy)
-        copy.replace(self.path)
-        return cursor
-
-    def inject_fault(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        assert isinstance(self.source, MboxSource)
-        original = self.source._open
-
-        def failing_open() -> IO[bytes]:
-            monkeypatch.setattr(self.source, "_open", original)  # fail once
-            return _FailingReader(original(), after=40)  # type: ignore[return-value]
-
-        monkeypatch.setattr(self.source, "_open", failing_open)
-
-    def break_mailbox(self) -> None:
-        self.path.unlink()
-
-
-class _FailingReader:
-    """A file whose reads fail after a few lines, as a disk or a network mount may."""
-
-    def __init__(self, handle: IO[bytes], *, after: int) -> None:
-        self._handle = handle
-        self._left = after
-
-    def __enter__(self) -> _FailingReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._handle.close()
-
-    def readline(self, size: int = -1) -> bytes:
-        self._left -= 1
-        if self._left < 0:
-            raise OSError("I/O error")
-        return self._handle.readline(size)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._handle, name)
-
-
-HARNESSES: dict[str, Callable[[Path], Harness]] = {
+HARNESSES: dict[str, Callable[[Path, pytest.FixtureRequest], Harness]] = {
     "memory": MemoryHarness,
     "maildir": MaildirHarness,
     "mbox": MboxHarness,
@@ -211,22 +40,13 @@ HARNESSES: dict[str, Callable[[Path], Harness]] = {
 
 @pytest.fixture(params=sorted(HARNESSES))
 def mailbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    harness = HARNESSES[request.param](tmp_path)
+    harness = HARNESSES[request.param](tmp_path, request)
     harness.source.wait_interval = FAST_WAIT  # type: ignore[misc]
-    with harness.source:
-        yield harness
-
-
-def drain(source: MailboxSource, cursor: str | None, limit: int = 100) -> tuple[list[int], str]:
-    """Fetch until caught up; the ids delivered and the final cursor."""
-    out: list[int] = []
-    for _ in range(1000):
-        batch = source.fetch(cursor, limit)
-        out += ids(batch)
-        cursor = batch.cursor
-        if not batch.more:
-            return out, cursor
-    raise AssertionError("the source never caught up")
+    try:
+        with harness.source:
+            yield harness
+    finally:
+        harness.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,12 +80,16 @@ def test_fetch_none_starts_from_the_initial_cursor(mailbox: Harness) -> None:
     assert ids(mailbox.source.fetch(mailbox.source.initial_cursor())) == [1, 2]
 
 
-def test_messages_are_complete_and_fetch_body_returns_them(mailbox: Harness) -> None:
+def test_messages_carry_the_header_block_and_fetch_body_the_whole(mailbox: Harness) -> None:
     mailbox.deliver(1)
     (incoming,) = mailbox.source.fetch(None).messages
-    assert incoming.complete
-    assert b"Could we talk on Tuesday?" in incoming.data
-    assert mailbox.source.fetch_body(incoming) == incoming.data
+    assert parse_headers(incoming.data).message_id == "m1@prospect.example"
+    whole = mailbox.source.fetch_body(incoming)
+    assert b"Could we talk on Tuesday?" in whole
+    if incoming.complete:
+        assert whole == incoming.data
+    else:  # headers first: the header block is the start of the whole message
+        assert whole.startswith(incoming.data.rstrip(b"\r\n"))
     assert incoming.received_at is None or incoming.received_at.tzinfo is not None
 
 
