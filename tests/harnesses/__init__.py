@@ -60,6 +60,11 @@ class Harness:
     #: Whether `deliver` can date a message in the past (so rescan windows can be checked).
     dated: ClassVar[bool] = True
 
+    #: The type of the outside world's exception that `inject_fault` causes: the cause the
+    #: source's `SourceError` must chain (``OSError`` for files and sockets; a client
+    #: library's own error type where the library wraps the socket's).
+    fault_type: ClassVar[type[BaseException]] = OSError
+
     source: BaseSource
 
     def deliver(self, n: int, *, received_at: dt.datetime | None = None) -> None:
@@ -73,7 +78,7 @@ class Harness:
     def inject_fault(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Make the next fetch fail part-way through with an exception of the outside world.
 
-        The exception reaching the source must be (or be caused by) an ``OSError``.
+        The exception reaching the source is a `fault_type`.
         """
         raise NotImplementedError
 
