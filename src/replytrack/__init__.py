@@ -35,7 +35,7 @@ from replytrack.msgid import MessageIdGenerator, Token
 from replytrack.policy import Decision, Policy, Scope
 from replytrack.store import MemoryStore, SentMessage, SQLiteStore, Store
 from replytrack.threadindex import ThreadIndex
-from replytrack.tracker import PollResult, ReplyTracker, RetryResult
+from replytrack.tracker import LearnResult, PollResult, ReplyTracker, RetryResult
 
 __version__ = "0.1.0.dev0"
 
@@ -54,6 +54,7 @@ __all__ = [
     "Headers",
     "HookError",
     "Kind",
+    "LearnResult",
     "MatchMethod",
     "MemoryStore",
     "MessageIdGenerator",

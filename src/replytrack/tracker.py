@@ -28,6 +28,7 @@ import email.message
 import email.policy
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, TypeAlias
 
@@ -55,7 +56,7 @@ from replytrack.sources.base import IncomingMessage, MailboxSource
 from replytrack.store import SentMessage, Store
 from replytrack.threadindex import ThreadIndex, thread_topic
 
-__all__ = ["PollResult", "ReplyTracker", "RetryResult"]
+__all__ = ["ORIGIN_HEADER", "LearnResult", "PollResult", "ReplyTracker", "RetryResult"]
 
 log = logging.getLogger("replytrack")
 
@@ -65,6 +66,12 @@ CRM_LOG: Final = "crm_log"
 #: At most this many ids in the References of a follow-up: the first (the thread root) and the
 #: newest, as mail clients trim them.
 MAX_REFERENCES: Final = 20
+# RFC 5322 section 3.6.8: printable ASCII but the colon.
+_FIELD_NAME: Final = re.compile(r"[!-9;-~]+")
+#: The header `ReplyTracker.stamp` repeats the Message-ID it minted in, by default. Providers
+#: that replace a Message-ID (Microsoft Graph, some relays) keep custom ``X-`` headers, so
+#: `ReplyTracker.learn_sent` can tie the copy in the Sent folder back to the send.
+ORIGIN_HEADER: Final = "X-Replytrack-ID"
 
 
 @attrs.frozen
@@ -87,6 +94,31 @@ class PollResult:
     events: int = 0
     own: int = 0
     duplicates: int = 0
+    batches: int = 0
+    errors: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class LearnResult:
+    """What one `ReplyTracker.learn_sent` did.
+
+    Attributes:
+        seen: messages read from the Sent folder.
+        learned: sends that got a new alias: the provider had replaced our Message-ID.
+        known: messages whose Message-ID is already a recorded send or alias.
+        threads: sends that got their provider thread id (Gmail ``threadId``, Graph
+            ``conversationId``) from the Sent copy.
+        unmatched: messages that are not a send of ours (mail the rep wrote by hand) or
+            whose send the store does not hold.
+        batches: batches committed.
+        errors: human-readable failures; the batch that failed comes again next time.
+    """
+
+    seen: int = 0
+    learned: int = 0
+    known: int = 0
+    threads: int = 0
+    unmatched: int = 0
     batches: int = 0
     errors: tuple[str, ...] = ()
 
@@ -133,6 +165,9 @@ class ReplyTracker:
         retry_base: the first retry delay; it doubles with each attempt ...
         retry_cap: ... up to this.
         subject_window: enables the low-confidence subject heuristic of the `Correlator`.
+        origin_header: the header `stamp` repeats the minted Message-ID in, for
+            `learn_sent` (default `ORIGIN_HEADER`); ``None`` leaves it out, and then
+            `learn_sent` can only confirm ids the provider kept.
 
     Raises:
         ConfigError: on an invalid argument.
@@ -152,6 +187,7 @@ class ReplyTracker:
         retry_base: _dt.timedelta = _dt.timedelta(seconds=30),
         retry_cap: _dt.timedelta = _dt.timedelta(hours=6),
         subject_window: _dt.timedelta | None = None,
+        origin_header: str | None = ORIGIN_HEADER,
     ) -> None:
         if max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, not {max_attempts}")
@@ -176,6 +212,9 @@ class ReplyTracker:
             store, generator, own_addresses=own_addresses, subject_window=subject_window
         )
         self._plain_generators: dict[str, MessageIdGenerator] = {}
+        if origin_header is not None and not _FIELD_NAME.fullmatch(origin_header):
+            raise ConfigError(f"origin_header must be a header field name, not {origin_header!r}")
+        self._origin_header = origin_header
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -188,7 +227,8 @@ class ReplyTracker:
     ) -> SentMessage:
         """Give an outgoing message its identity, and record it as a send.
 
-        Sets ``Message-ID`` (a signed token when the generator has a secret),
+        Sets ``Message-ID`` (a signed token when the generator has a secret), the origin
+        header (``X-Replytrack-ID``, the same id again, for `learn_sent`),
         ``Thread-Index`` and ``Thread-Topic`` (so Outlook threads the sequence), and for a
         follow-up step ``In-Reply-To`` and ``References`` to the previous step plus a child
         ``Thread-Index``. The message's policy is widened to RFC 5322's 998-character lines,
@@ -240,6 +280,8 @@ class ReplyTracker:
         if message.policy.max_line_length is not None and message.policy.max_line_length < 998:
             message.policy = message.policy.clone(max_line_length=998)
         _set(message, "Message-ID", mid)
+        if self._origin_header is not None:
+            _set(message, self._origin_header, mid)
         _set(message, "Thread-Index", index.encode())
         if subject:
             _set(message, "Thread-Topic", thread_topic(str(subject)))
@@ -367,6 +409,62 @@ class ReplyTracker:
                 break
         return PollResult(**counts, errors=tuple(errors))
 
+    def learn_sent(
+        self, source: MailboxSource, *, limit: int = 100, max_batches: int | None = None
+    ) -> LearnResult:
+        """Read a Sent folder and record the Message-IDs our sends actually went out with.
+
+        Some providers replace the Message-ID of what they send (Microsoft Graph, relays
+        that rewrite it); replies then reference an id the store does not know. The copy in
+        the rep's Sent folder carries the id actually used and, in the origin header that
+        `stamp` added, the id we minted: that pair becomes an alias of the send. A Sent copy
+        also tells the provider's thread of a send (Gmail ``threadId``, Graph
+        ``conversationId``), which is recorded when the send has none, for the correlator's
+        provider-thread hint. Mail the rep wrote by hand is counted as unmatched and left
+        alone.
+
+        Like `poll`, it reads from the source's saved cursor and commits each batch's
+        writes together with the new cursor, so give the Sent folder a source name of its
+        own. Running it again over the same mail changes nothing.
+
+        Args:
+            source: the rep's Sent folder.
+            limit: messages per batch.
+            max_batches: stop after this many batches (default: until the source has no more).
+
+        Returns:
+            The counts of what happened.
+        """
+        counts = {"learned": 0, "known": 0, "threads": 0, "unmatched": 0}
+        batches = 0
+        errors: list[str] = []
+        cursor = self.store.load_cursor(source.name)
+        while max_batches is None or batches < max_batches:
+            try:
+                batch = source.fetch(cursor, limit)
+                aliases: dict[str, str] = {}
+                updated: dict[str, SentMessage] = {}
+                for incoming in batch.messages:
+                    outcome, thread = self._learn(incoming, aliases, updated)
+                    counts[outcome] += 1
+                    counts["threads"] += thread
+                with self.store.transaction() as tx:
+                    for sent in updated.values():
+                        tx.record_sent(sent)
+                    for alias, message_id in aliases.items():
+                        tx.record_alias(message_id, alias)
+                    tx.save_cursor(source.name, batch.cursor)
+            except (SourceError, StoreError) as exc:
+                log.warning("learn_sent of %s stopped: %s", source.name, exc)
+                errors.append(f"{type(exc).__name__}: {exc}")
+                break
+            cursor = batch.cursor
+            batches += 1
+            if not batch.more:
+                break
+        seen = counts["learned"] + counts["known"] + counts["unmatched"]
+        return LearnResult(seen=seen, **counts, batches=batches, errors=tuple(errors))
+
     def retry_pending(self, *, limit: int = 100) -> RetryResult:
         """Deliver again the outbox entries whose hooks failed and whose retry time has come.
 
@@ -398,6 +496,34 @@ class ReplyTracker:
         if now.tzinfo is None:
             raise ConfigError("the tracker's clock returned a naive datetime")
         return now
+
+    def _learn(
+        self, incoming: IncomingMessage, aliases: dict[str, str], updated: dict[str, SentMessage]
+    ) -> tuple[str, bool]:
+        """What one Sent copy teaches: ("known" | "learned" | "unmatched", thread recorded).
+
+        New aliases go into `aliases` (actual id -> our id) and sends that gain a provider
+        thread id into `updated`, for `learn_sent` to write in one transaction.
+        """
+        headers = parse_headers(incoming.data)
+        actual = headers.message_id
+        if actual is None:
+            return "unmatched", False
+        sent = self.store.find_sent([actual]).get(actual)
+        outcome = "known"
+        if sent is None:
+            origin = headers.get(self._origin_header) if self._origin_header else None
+            minted = normalize_msg_id(origin) if origin else None
+            sent = self.store.find_sent([minted]).get(minted) if minted else None
+            if sent is None or aliases.setdefault(actual, sent.message_id) != sent.message_id:
+                return "unmatched", False  # not ours, or one id on two of our sends
+            outcome = "learned"
+        sent = updated.get(sent.message_id, sent)
+        thread = incoming.provider_thread_id
+        if thread is None or sent.provider_thread_id is not None:
+            return outcome, False
+        updated[sent.message_id] = attrs.evolve(sent, provider_thread_id=thread)
+        return outcome, True
 
     def _plain_generator(self, domain: str) -> MessageIdGenerator:
         generator = self._plain_generators.get(domain)

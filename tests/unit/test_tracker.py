@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
+import attrs
 import pytest
 
 from replytrack import Kind, MessageIdGenerator, SQLiteStore, ThreadIndex, parse_headers
@@ -20,7 +21,7 @@ from replytrack.testing import (
     build_out_of_office,
     build_reply,
 )
-from replytrack.tracker import ReplyTracker
+from replytrack.tracker import ORIGIN_HEADER, ReplyTracker
 
 NOW = dt.datetime(2027, 3, 1, 9, 0, tzinfo=dt.timezone.utc)
 REP = "rep@sales.example"
@@ -354,3 +355,108 @@ def test_an_unreadable_outbox_payload_is_parked_not_fatal(
     result = tracker.retry_pending()
     assert (result.delivered, result.dead) == (1, 1)
     assert [e.event_id for e in tracker.store.dead_outbox()] == ["evt_garbage"]
+
+
+# -- learning from the Sent folder ----------------------------------------------------------------
+
+
+def sent_copy(message: EmailMessage, *, message_id: str | None = None) -> bytes:
+    """The copy of `message` in the rep's Sent folder; `message_id` as the provider replaced it."""
+    copy = EmailMessage()
+    for name, value in message.items():
+        if name.lower() != "message-id" or message_id is None:
+            copy[name] = value
+    if message_id is not None:
+        copy["Message-ID"] = message_id
+    copy.set_content("Hi Jo, do you have 15 minutes this week?")
+    return copy.as_bytes()
+
+
+def test_stamp_repeats_the_minted_id_in_the_origin_header(tracker: ReplyTracker) -> None:
+    message = outgoing()
+    sent = tracker.stamp(message, "c42:p7")
+    assert message[ORIGIN_HEADER] == f"<{sent.message_id}>"
+
+
+def test_learn_sent_aliases_an_id_the_provider_replaced(
+    tracker: ReplyTracker, stop: CapturingHook
+) -> None:
+    message = outgoing()
+    sent = tracker.stamp(message, "c42:p7")
+    replaced = "<AM0PR07MB5377.graph@eurprd07.prod.outlook.example>"
+    folder = MemorySource([sent_copy(message, message_id=replaced)], name="sent")
+    result = tracker.learn_sent(folder)
+    assert (result.seen, result.learned, result.known, result.unmatched) == (1, 1, 0, 0)
+    # A reply that references only the id actually sent now finds the send, exactly.
+    events = tracker.process(build_reply(in_reply_to=replaced, from_=JO))
+    assert [(e.ref, e.method) for e in events] == [("c42:p7", MatchMethod.IN_REPLY_TO)]
+    assert events[0].sent == sent
+
+
+def test_learn_sent_without_the_origin_header_cannot_learn_a_replaced_id(
+    store: SQLiteStore, clock: Clock
+) -> None:
+    tracker = ReplyTracker(store, clock=clock, origin_header=None)
+    message = outgoing()
+    tracker.stamp(message, "c42:p7")
+    assert ORIGIN_HEADER not in message
+    folder = MemorySource([sent_copy(message, message_id="<new@outlook.example>")])
+    assert tracker.learn_sent(folder).unmatched == 1
+    assert tracker.process(build_reply(in_reply_to="<new@outlook.example>")) == []
+
+
+def test_learn_sent_counts_kept_ids_and_hand_written_mail(tracker: ReplyTracker) -> None:
+    message = outgoing()
+    tracker.stamp(message, "c42:p7")
+    by_hand = build_reply(in_reply_to=None, from_=REP, to=JO, message_id="<hand@sales.example>")
+    forged = sent_copy(outgoing(), message_id="<x@sales.example>")  # origin names no send
+    folder = MemorySource([sent_copy(message), by_hand, forged, b"Subject: no id\r\n\r\n"])
+    result = tracker.learn_sent(folder)
+    assert (result.seen, result.learned, result.known, result.unmatched) == (4, 0, 1, 3)
+
+
+def test_learn_sent_records_the_provider_thread_for_the_thread_hint(tracker: ReplyTracker) -> None:
+    message = outgoing()
+    sent = tracker.stamp(message, "c42:p7")
+    folder = MemorySource(name="sent")
+    folder.add(sent_copy(message), provider_thread_id="18c2f0a9d1e4b7aa")
+    assert tracker.learn_sent(folder).threads == 1
+    assert tracker.store.find_sent_by_provider_thread("18c2f0a9d1e4b7aa") == attrs.evolve(
+        sent, provider_thread_id="18c2f0a9d1e4b7aa"
+    )
+    # A reply whose client dropped every threading header, seen in the same provider thread.
+    events = tracker.process(
+        build_reply(in_reply_to=None, from_=JO, subject="Tuesday?"),
+        provider_thread_id="18c2f0a9d1e4b7aa",
+    )
+    assert [(e.ref, e.method) for e in events] == [("c42:p7", MatchMethod.PROVIDER_THREAD)]
+
+
+def test_learn_sent_is_incremental_and_idempotent(tracker: ReplyTracker) -> None:
+    first, second = outgoing("One"), outgoing("Two")
+    tracker.stamp(first, "c42:p1")
+    tracker.stamp(second, "c42:p2")
+    folder = MemorySource(name="sent")
+    folder.add(sent_copy(first, message_id="<one@outlook.example>"))
+    assert tracker.learn_sent(folder).learned == 1
+    folder.add(sent_copy(second, message_id="<two@outlook.example>"))
+    again = tracker.learn_sent(folder)
+    assert (again.seen, again.learned) == (1, 1)  # only what is new since the saved cursor
+    replay = tracker.learn_sent(MemorySource(folder.messages, name="sent-again"))
+    assert (replay.seen, replay.learned, replay.known) == (2, 0, 2)
+
+
+def test_learn_sent_stops_on_a_source_failure_and_resumes(tracker: ReplyTracker) -> None:
+    message = outgoing()
+    tracker.stamp(message, "c42:p7")
+    folder = MemorySource([sent_copy(message, message_id="<new@outlook.example>")], name="sent")
+    folder.fail_next(1)
+    failed = tracker.learn_sent(folder)
+    assert failed.errors
+    assert failed.learned == 0
+    assert tracker.learn_sent(folder).learned == 1
+
+
+def test_origin_header_must_be_a_field_name(store: SQLiteStore) -> None:
+    with pytest.raises(ConfigError):
+        ReplyTracker(store, origin_header="X Bad: name")
