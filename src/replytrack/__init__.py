@@ -8,9 +8,11 @@ importable from here; the modules behind it are an implementation detail unless 
 from replytrack.classify import Classification, Kind, classify
 from replytrack.conversation import Thread, thread_messages
 from replytrack.correlate import Correlation, Correlator, MatchMethod, Role
+from replytrack.dns import MailRoute, Provider, ProviderDetector, ProviderInfo, detect_provider
 from replytrack.dsn import Bounce, BouncedRecipient
 from replytrack.errors import (
     ConfigError,
+    DNSError,
     HookError,
     ParseError,
     ReplytrackError,
@@ -50,17 +52,22 @@ __all__ = [
     "ConfigError",
     "Correlation",
     "Correlator",
+    "DNSError",
     "Decision",
     "Headers",
     "HookError",
     "Kind",
     "LearnResult",
+    "MailRoute",
     "MatchMethod",
     "MemoryStore",
     "MessageIdGenerator",
     "ParseError",
     "Policy",
     "PollResult",
+    "Provider",
+    "ProviderDetector",
+    "ProviderInfo",
     "ReplyEvent",
     "ReplyTracker",
     "ReplytrackError",
@@ -77,6 +84,7 @@ __all__ = [
     "Token",
     "classify",
     "decode_encoded_words",
+    "detect_provider",
     "normalize_msg_id",
     "normalize_subject",
     "parse_address",

@@ -9,6 +9,7 @@ clause. The tree separates *the caller used the API wrongly* from *the mail is m
     ├── ParseError  (also ValueError)   a strict helper met malformed mail
     ├── StoreError                      a store could not read or write
     ├── SourceError                     a mailbox source failed (network, auth, provider API)
+    ├── DNSError                        a DNS lookup got no answer (timeout, SERVFAIL, ...)
     └── HookError                       a host hook raised; the original is ``__cause__``
 
 Rule 1: lenient parsing (`parse_headers`, `classify`) never raises on mail; it records defects.
@@ -24,6 +25,7 @@ from typing import Any
 
 __all__ = [
     "ConfigError",
+    "DNSError",
     "HookError",
     "ParseError",
     "ReplytrackError",
@@ -81,6 +83,23 @@ class SourceError(ReplytrackError):
     def __init__(self, message: str, *, source: str | None = None) -> None:
         super().__init__(message)
         self.source = source
+
+
+class DNSError(ReplytrackError):
+    """A DNS lookup got no answer: timeout, SERVFAIL, REFUSED or no usable nameserver.
+
+    The outside world failed, not the caller, so this is not a `ConfigError`; it is usually
+    transient and a later retry may succeed. replytrack never caches it.
+
+    Attributes:
+        domain: the ASCII domain being looked up, or ``None``.
+        timeout: ``True`` when the time limit ran out before an answer came.
+    """
+
+    def __init__(self, message: str, *, domain: str | None = None, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.domain = domain
+        self.timeout = timeout
 
 
 class HookError(ReplytrackError):

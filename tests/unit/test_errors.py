@@ -8,6 +8,7 @@ import pytest
 
 from replytrack import (
     ConfigError,
+    DNSError,
     HookError,
     ParseError,
     ReplytrackError,
@@ -16,7 +17,9 @@ from replytrack import (
 )
 
 
-@pytest.mark.parametrize("cls", [ConfigError, HookError, ParseError, SourceError, StoreError])
+@pytest.mark.parametrize(
+    "cls", [ConfigError, DNSError, HookError, ParseError, SourceError, StoreError]
+)
 def test_every_error_derives_from_the_root(cls: type[Exception]) -> None:
     assert issubclass(cls, ReplytrackError)
 
@@ -36,6 +39,10 @@ def test_misuse_and_malformed_input_are_also_value_errors() -> None:
         (StoreError("disk full"), {}),
         (SourceError("login failed", source="imap:rep@x"), {"source": "imap:rep@x"}),
         (HookError("hook raised", hook="crm_log", event_id="e1"), {"hook": "crm_log"}),
+        (
+            DNSError("no answer", domain="customer.example", timeout=True),
+            {"domain": "customer.example", "timeout": True},
+        ),
     ],
 )
 def test_errors_survive_pickling_with_their_context(
