@@ -2,7 +2,8 @@
 
 Run from the repository root::
 
-    python benchmarks/bench_process.py [--quick] [--sends N] [--messages M] [--output FILE]
+    python benchmarks/bench_process.py [--quick] [--sends N] [--messages M] [--batch-size B]
+                                       [--output FILE]
 
 Issue 5's benchmark: "`process` throughput on SQLite with 1,000,000 sends, events dispatched
 to no-op hooks (target >= 5,000 messages/s, peak memory independent of the number of
@@ -24,9 +25,12 @@ Message-ID repeats between passes and no message is skipped as a duplicate):
 1. warm-up, untimed;
 2. timed: every ``tracker.process(raw)`` timed alone with ``perf_counter_ns``, the garbage
    collector enabled; every result checked; ``ru_maxrss`` read at M/4 and M;
-3. memory: the same number of messages under ``tracemalloc`` (bench_correlate's
+3. batched: ``tracker.process_many(raws, batch_size=--batch-size)`` over M other messages,
+   timed as a whole (one durable commit per batch instead of one per message, as ``poll``
+   commits a source's batch); the number of events checked;
+4. memory: the same number of messages under ``tracemalloc`` (bench_correlate's
    ``memory_pass``), traced peak at M/4 and M;
-4. profile: a short run under ``cProfile``; the report lists the top functions by cumulative
+5. profile: a short run under ``cProfile``; the report lists the top functions by cumulative
    and by own time.
 
 The JSON report goes to stdout, and to ``--output`` as well when given. The exit status is 1
@@ -254,6 +258,27 @@ def timed_pass(
     return latencies, rss, time.perf_counter() - started
 
 
+def batched_pass(
+    tracker: ReplyTracker, messages: Iterator[bc.Incoming], batch_size: int
+) -> dict[str, Any]:
+    """`process_many` over the messages, `batch_size` per transaction; wall time and checks."""
+    incoming = list(messages)  # generated before timing: only process_many is timed
+    expected = sum(m.variant.method is not None for m in incoming)
+    started = time.perf_counter()
+    events = tracker.process_many([m.raw for m in incoming], batch_size=batch_size)
+    seconds = time.perf_counter() - started
+    return {
+        "what": f"ReplyTracker.process_many(raws, batch_size={batch_size}): the same work, "
+        "one write transaction and one delivery-mark transaction per batch",
+        "messages": len(incoming),
+        "batch_size": batch_size,
+        "events": len(events),
+        "events_expected": expected,
+        "per_second": round(len(incoming) / seconds),
+        "mean_us": round(seconds / len(incoming) * 1e6, 1),
+    }
+
+
 def where(func: tuple[str, int, str]) -> str:
     filename, line, name = func
     if filename == "~":
@@ -364,6 +389,12 @@ def run(
                 name: hook.calls - before
                 for name, hook, before in zip(HOOKS, hooks, calls_before, strict=True)
             }
+            log(f"timing process_many over {args.messages:,} messages")
+            m["batched"] = batched_pass(
+                tracker,
+                bc.stream(rotated(pool, 4), args.sends, args.messages, args.seed + 4),
+                args.batch_size,
+            )
             log("measuring memory under tracemalloc")
             # bench_correlate's memory pass calls `.correlate(raw)`: hand it process instead.
             m["traced"] = bc.memory_pass(
@@ -450,6 +481,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "bench_correlate.py); the run's copy is made and deleted there",
     )
     parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=100,
+        help="messages per transaction in the process_many pass (default 100, poll's batch)",
+    )
+    parser.add_argument(
         "--no-prewarm",
         dest="prewarm",
         action="store_false",
@@ -469,6 +506,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--messages must be at least 4 (memory is read at M/4 and M)")
     if args.profile_messages < 1:
         parser.error("--profile-messages must be at least 1")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
     return args
 
 
@@ -494,8 +533,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     m = run(args, fixture, pool, warmup, log)
     checker: Checker = m["checker"]
     latencies = m["latencies"]
-    processed = warmup + 2 * args.messages + args.profile_messages
+    processed = warmup + 3 * args.messages + args.profile_messages
     problems = store_problems(m, processed)
+    batched = m["batched"]
+    if batched["events"] != batched["events_expected"]:
+        problems.append(
+            f"process_many gave {batched['events']} events, not {batched['events_expected']}"
+        )
     failures = checker.failures + len(problems)
 
     every = [x for values in latencies.values() for x in values]
@@ -571,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "environment": _common.environment(),
         "load_average": {"start": m["load_start"], "end": m["load_end"]},
-        "results": {"process": process, "by_category": by_category},
+        "results": {"process": process, "by_category": by_category, "process_many": batched},
         "events": {
             "total": sum(c["events"] for c in events.values()),
             "by_kind": dict(sorted(by_kind.items())),

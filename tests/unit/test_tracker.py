@@ -14,6 +14,7 @@ from replytrack import Kind, MessageIdGenerator, SQLiteStore, ThreadIndex, parse
 from replytrack.correlate import MatchMethod, Role
 from replytrack.errors import ConfigError
 from replytrack.events import Action
+from replytrack.sources import IncomingMessage
 from replytrack.testing import (
     CapturingHook,
     MemorySource,
@@ -460,3 +461,57 @@ def test_learn_sent_stops_on_a_source_failure_and_resumes(tracker: ReplyTracker)
 def test_origin_header_must_be_a_field_name(store: SQLiteStore) -> None:
     with pytest.raises(ConfigError):
         ReplyTracker(store, origin_header="X Bad: name")
+
+
+# -- process_many -------------------------------------------------------------------------------
+
+
+def test_process_many_gives_what_process_gives_one_by_one(
+    store: SQLiteStore, clock: Clock, tmp_path: Path
+) -> None:
+    def run(tracker: ReplyTracker, batched: bool) -> list[tuple[str, str | None, Kind]]:
+        sent = tracker.stamp(outgoing(), "c42:p7")
+        mail = [
+            build_reply(in_reply_to=f"<{sent.message_id}>", from_=JO, message_id="<r1@c.example>"),
+            build_reply(in_reply_to=None, from_="news@vendor.example"),
+            build_out_of_office(
+                in_reply_to=f"<{sent.message_id}>", from_=SAM, message_id="<o1@c.example>"
+            ),
+            build_reply(in_reply_to=f"<{sent.message_id}>", from_=JO, message_id="<r1@c.example>"),
+            build_reply(
+                in_reply_to="<r1@c.example>", from_="boss@c.example", message_id="<r2@c.example>"
+            ),
+        ]
+        if batched:
+            events = tracker.process_many(mail, batch_size=2)
+        else:
+            events = [e for m in mail for e in tracker.process(m)]
+        return [(e.event_id, e.ref, e.kind) for e in events]
+
+    with SQLiteStore(tmp_path / "other.db") as other:
+        one_by_one = run(ReplyTracker(other, clock=clock), batched=False)
+    batched = run(ReplyTracker(store, clock=clock), batched=True)
+    assert batched == one_by_one
+    assert len(batched) == 3  # the duplicate and the newsletter give nothing; the thread does
+
+
+def test_process_many_takes_incoming_messages_with_provider_data(
+    tracker: ReplyTracker, stop: CapturingHook
+) -> None:
+    sent = tracker.stamp(outgoing(), "c42:p7")
+    tracker.record_sent(attrs.evolve(sent, provider_thread_id="thread-9"))
+    when = NOW - dt.timedelta(minutes=5)
+    incoming = IncomingMessage(
+        build_reply(in_reply_to=None, from_=JO, subject="Tuesday?"),
+        source_id="webhook-1",
+        provider_thread_id="thread-9",
+        received_at=when,
+    )
+    (event,) = tracker.process_many([incoming])
+    assert (event.method, event.received_at) == (MatchMethod.PROVIDER_THREAD, when)
+    assert stop.events == [event]
+
+
+def test_process_many_refuses_a_bad_batch_size(tracker: ReplyTracker) -> None:
+    with pytest.raises(ConfigError, match="batch_size"):
+        tracker.process_many([], batch_size=0)

@@ -385,14 +385,14 @@ def check_cursor(value: str) -> str:
     return value
 
 
-def check_limit(value: int) -> int:
-    """Check a result limit.
+def check_limit(value: int, name: str = "limit") -> int:
+    """Check a result limit (or another count called `name`).
 
     Raises:
         ConfigError: `value` is not a positive int.
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"limit must be a positive int, got {value!r}")
+        raise ConfigError(f"{name} must be a positive int, got {value!r}")
     return value
 
 
