@@ -1,0 +1,686 @@
+"""GmailSource: the mark before the scan, history paging, own mail, errors, header blocks.
+
+Most tests script the API with the client library's own ``HttpMockSequence``, one documented
+response per request (developers.google.com/gmail/api/reference/rest), and check the requests
+the source sends. The end-to-end tests use the stateful fake of ``harnesses.gmail``, which the
+contract suite also runs against.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import email.message
+import importlib
+import json
+import sys
+import time
+import urllib.parse
+from typing import Any
+
+import attrs
+import pytest
+from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
+from googleapiclient.http import HttpMockSequence
+
+from harnesses.gmail import FakeGmail, gmail_service
+from replytrack import MemoryStore, ReplyTracker
+from replytrack.correlate import MatchMethod
+from replytrack.errors import ConfigError, SourceError
+from replytrack.headers import TRACKING_FIELDS, parse_headers
+from replytrack.sources import Batch
+from replytrack.sources.base import dump_cursor
+from replytrack.sources.gmail import GmailSource
+from replytrack.testing import CapturingHook, build_reply
+
+UTC = dt.timezone.utc
+EMAIL = "rep@sales.example"
+NOW = dt.datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
+Response = tuple[dict[str, str], str]
+
+
+# --------------------------------------------------------------------------------------------
+# Documented responses
+# --------------------------------------------------------------------------------------------
+
+
+JSON = {"content-type": "application/json; charset=UTF-8"}
+
+
+def ok(payload: dict[str, Any]) -> Response:
+    return {"status": "200", **JSON}, json.dumps(payload)
+
+
+def error(code: int, status: str, reason: str, text: str) -> Response:
+    errors = [{"message": text, "domain": "global", "reason": reason}]
+    body = {"error": {"code": code, "message": text, "errors": errors, "status": status}}
+    return {"status": str(code), **JSON}, json.dumps(body)
+
+
+NOT_FOUND = error(404, "NOT_FOUND", "notFound", "Requested entity was not found.")
+
+
+def profile(history_id: int, address: str = EMAIL) -> Response:
+    return ok(
+        {
+            "emailAddress": address,
+            "messagesTotal": 3,
+            "threadsTotal": 3,
+            "historyId": str(history_id),
+        }
+    )
+
+
+def listing(*ids: str, next_page: str | None = None) -> Response:
+    body: dict[str, Any] = {"resultSizeEstimate": len(ids)}
+    if ids:
+        body["messages"] = [{"id": i, "threadId": f"t-{i}"} for i in ids]
+    if next_page:
+        body["nextPageToken"] = next_page
+    return ok(body)
+
+
+def raw_message(message_id: str) -> bytes:
+    return build_reply(message_id=f"<{message_id}@prospect.example>", subject=f"Re: {message_id}")
+
+
+def fields(raw: bytes) -> list[dict[str, str]]:
+    """The header fields of `raw` as Gmail's ``payload.headers``: unfolded, not decoded."""
+    block = raw.split(b"\r\n\r\n", 1)[0].decode()
+    out: list[dict[str, str]] = []
+    for line in block.split("\r\n"):
+        if line[:1] in (" ", "\t"):
+            out[-1]["value"] += line
+        else:
+            name, _, value = line.partition(":")
+            out.append({"name": name, "value": value.strip()})
+    return out
+
+
+def metadata(
+    message_id: str,
+    *,
+    headers: list[dict[str, str]] | None = None,
+    labels: tuple[str, ...] = ("INBOX", "UNREAD"),
+    at: dt.datetime = NOW,
+) -> Response:
+    return ok(
+        {
+            "id": message_id,
+            "threadId": f"t-{message_id}",
+            "labelIds": list(labels),
+            "snippet": "Thanks, that sounds good.",
+            "historyId": "999",
+            "internalDate": str(int(at.timestamp() * 1000)),
+            "payload": {
+                "partId": "",
+                "mimeType": "text/plain",
+                "filename": "",
+                "headers": headers if headers is not None else fields(raw_message(message_id)),
+            },
+            "sizeEstimate": 1234,
+        }
+    )
+
+
+def added(record_id: int, *messages: tuple[str, tuple[str, ...]]) -> dict[str, Any]:
+    """A history record of type messageAdded."""
+    briefs = [{"id": m, "threadId": f"t-{m}"} for m, _ in messages]
+    return {
+        "id": str(record_id),
+        "messages": briefs,
+        "messagesAdded": [
+            {"message": {**b, "labelIds": list(labels)}}
+            for b, (_, labels) in zip(briefs, messages, strict=True)
+        ],
+    }
+
+
+def history(*records: dict[str, Any], history_id: int, next_page: str | None = None) -> Response:
+    body: dict[str, Any] = {"historyId": str(history_id)}
+    if records:
+        body["history"] = list(records)
+    if next_page:
+        body["nextPageToken"] = next_page
+    return ok(body)
+
+
+INBOX = ("INBOX", "UNREAD")
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def scripted(*responses: Response, **options: Any) -> tuple[GmailSource, HttpMockSequence]:
+    http = HttpMockSequence(list(responses))
+    service = build("gmail", "v1", http=http, static_discovery=True)
+    options.setdefault("num_retries", 0)
+    options.setdefault("clock", lambda: NOW)
+    return GmailSource(service, **options), http
+
+
+def calls(http: HttpMockSequence) -> list[tuple[str, dict[str, list[str]]]]:
+    """The requests made: (path after ``users/me/``, query parameters)."""
+    out = []
+    for uri, method, _, _ in http.request_sequence:
+        assert method == "GET"  # read-only (base Rule 5)
+        parts = urllib.parse.urlsplit(uri)
+        path = parts.path.removeprefix("/gmail/v1/users/me/")
+        out.append((path, urllib.parse.parse_qs(parts.query)))
+    return out
+
+
+def paths(http: HttpMockSequence) -> list[str]:
+    return [path for path, _ in calls(http)]
+
+
+def history_cursor(history_id: int, part: int = 0, user: str = EMAIL) -> str:
+    return dump_cursor("gmail", {"user": user, "hid": str(history_id), "part": part})
+
+
+def mids(batch: Batch) -> list[str]:
+    return [m.source_id for m in batch.messages]
+
+
+# --------------------------------------------------------------------------------------------
+# The mark, the scan, the history
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_mark_is_read_before_the_scan_and_later_mail_comes_from_history() -> None:
+    source, http = scripted(
+        profile(100),  # initial_cursor: the mark ...
+        listing("b", "a"),  # ... then the list, newest first
+        profile(103),  # fetch's probe
+        metadata("a"),
+        metadata("b"),
+        history(added(102, ("c", INBOX)), history_id=103),  # c arrived during the scan
+        metadata("c"),
+    )
+    batch = source.fetch(None)
+    assert mids(batch) == ["a", "b", "c"]
+    assert batch.more is False
+    assert json.loads(batch.cursor)["hid"] == "103"  # the response's historyId, past 102
+    assert paths(http) == [
+        "profile",
+        "messages",
+        "profile",
+        "messages/a",
+        "messages/b",
+        "history",
+        "messages/c",
+    ]
+    listed, scanned = calls(http)[1][1], calls(http)[5][1]
+    assert listed["q"] == ["-in:sent -in:drafts"]
+    assert listed["includeSpamTrash"] == ["false"]
+    assert scanned["startHistoryId"] == ["100"]
+    assert scanned["historyTypes"] == ["messageAdded"]
+
+
+def test_messages_are_read_as_metadata_with_the_tracking_fields() -> None:
+    source, http = scripted(profile(100), listing("a"), profile(100), metadata("a"))
+    source.fetch(source.initial_cursor(), limit=1)
+    path, params = calls(http)[3]
+    assert path == "messages/a"
+    assert params["format"] == ["metadata"]
+    assert params["metadataHeaders"] == list(TRACKING_FIELDS)
+
+
+def test_a_message_carries_gmail_ids_labels_and_internal_date() -> None:
+    received = dt.datetime(2027, 3, 9, 8, 15, 42, 123000, tzinfo=UTC)
+    source, _ = scripted(profile(100), listing("a"), profile(100), metadata("a", at=received))
+    (message,) = source.fetch(source.initial_cursor(), limit=1).messages
+    assert message.source_id == "a"
+    assert message.provider_thread_id == "t-a"
+    assert message.labels == INBOX
+    assert message.received_at == received
+    assert message.folder is None
+    assert message.complete is False
+    assert parse_headers(message.data).message_id == "a@prospect.example"
+
+
+def test_the_history_is_paged_and_a_record_is_split_at_the_limit() -> None:
+    source, http = scripted(
+        profile(120),
+        history(added(101, ("a", INBOX), ("b", INBOX)), history_id=120),
+        metadata("a"),
+        profile(120),
+        history(added(101, ("a", INBOX), ("b", INBOX)), history_id=120, next_page="page-2"),
+        metadata("b"),
+        history(added(110, ("c", INBOX)), history_id=120),
+        profile(120),
+        history(added(110, ("c", INBOX)), history_id=120),
+        metadata("c"),
+    )
+    first = source.fetch(history_cursor(100), limit=1)
+    assert mids(first) == ["a"]
+    assert first.more is True
+    assert json.loads(first.cursor) | {"v": 1} == json.loads(history_cursor(100, part=1))
+    second = source.fetch(first.cursor, limit=1)
+    assert mids(second) == ["b"]
+    assert json.loads(second.cursor)["hid"] == "101"
+    second_page = calls(http)[6][1]
+    assert second_page["pageToken"] == ["page-2"]
+    assert second_page["startHistoryId"] == ["100"]
+    third = source.fetch(second.cursor, limit=1)
+    assert mids(third) == ["c"]
+    assert third.more is False
+    assert json.loads(third.cursor)["hid"] == "120"
+
+
+def test_history_records_at_or_before_the_start_are_not_delivered_again() -> None:
+    """Whether Gmail reads startHistoryId inclusively or not, a handled record stays handled."""
+    source, _ = scripted(
+        profile(110),
+        history(added(100, ("a", INBOX)), added(104, ("b", INBOX)), history_id=110),
+        metadata("b"),
+    )
+    assert mids(source.fetch(history_cursor(100))) == ["b"]
+
+
+def test_a_long_scan_is_resumable_in_bounded_segments() -> None:
+    backend = FakeGmail()
+    start = dt.datetime.now(UTC) - dt.timedelta(hours=1)
+    numbers = {}
+    for n in range(1, 6):
+        when = start + dt.timedelta(minutes=n)
+        numbers[backend.deliver(raw_message(f"m{n}"), received_at=when)] = n
+    source = GmailSource(gmail_service(backend), num_retries=0, scan_buffer=2)
+    cursor = source.initial_cursor()
+    got = []
+    while True:
+        assert len(json.loads(cursor).get("scan", {}).get("ids", [])) <= 2
+        batch = source.fetch(cursor, limit=1)
+        got += [numbers[m.source_id] for m in batch.messages]
+        cursor = batch.cursor
+        if not batch.more:
+            break
+    # Rule 2: each segment oldest first, the newest segment first.
+    assert got == [4, 5, 2, 3, 1]
+    lists = [r for r in backend.requests if "/messages?" in r]
+    assert all("maxResults=2" in r for r in lists)
+
+
+def test_since_drops_what_the_after_slack_lists_by_internal_date() -> None:
+    since = NOW - dt.timedelta(days=3)
+    source, http = scripted(
+        profile(100),
+        listing("new", "old"),
+        profile(100),
+        metadata("old", at=since - dt.timedelta(hours=5)),
+        metadata("new", at=since + dt.timedelta(seconds=1)),
+        history(history_id=100),
+    )
+    batch = source.fetch(source.initial_cursor(since=since))
+    assert mids(batch) == ["new"]
+    query = calls(http)[1][1]["q"][0]
+    after = int((since - dt.timedelta(days=1)).timestamp())
+    assert query == f"-in:sent -in:drafts after:{after}"
+
+
+def test_a_caught_up_cursor_moves_past_other_changes_and_deleted_mail() -> None:
+    backend = FakeGmail()
+    source = GmailSource(gmail_service(backend), num_retries=0)
+    first = backend.deliver(raw_message("a"))
+    batch = source.fetch(None)
+    assert mids(batch) == [first]
+    backend.relabel(first, remove=("UNREAD",))  # read: a record of another type
+    backend.delete(backend.deliver(raw_message("b")))  # gone before the next poll
+    last = backend.deliver(raw_message("c"))
+    batch = source.fetch(batch.cursor)
+    assert mids(batch) == [last]
+    assert json.loads(batch.cursor)["hid"] == str(backend.history_id)
+    assert source.fetch(batch.cursor).messages == ()
+
+
+# --------------------------------------------------------------------------------------------
+# Own mail, deleted mail
+# --------------------------------------------------------------------------------------------
+
+
+def test_own_mail_is_skipped_without_reading_it() -> None:
+    source, http = scripted(
+        profile(120),
+        history(
+            added(101, ("sent", ("SENT",))),
+            added(102, ("draft", ("DRAFT",))),
+            added(103, ("to-self", ("SENT", "INBOX", "UNREAD"))),  # sent to the rep's own group
+            added(104, ("spam", ("SPAM", "UNREAD"))),
+            added(105, ("reply", INBOX)),
+            history_id=120,
+        ),
+        metadata("reply"),
+    )
+    assert mids(source.fetch(history_cursor(100))) == ["reply"]
+    assert paths(http) == ["profile", "history", "messages/reply"]
+
+
+def test_labels_read_by_get_are_checked_again() -> None:
+    source, _ = scripted(
+        profile(100),
+        listing("b", "a"),
+        profile(100),
+        metadata("a", labels=("DRAFT",)),  # became a draft since it was listed
+        metadata("b"),
+        history(history_id=100),
+    )
+    assert mids(source.fetch(source.initial_cursor())) == ["b"]
+
+
+def test_spam_and_label_filters_are_options() -> None:
+    source, http = scripted(
+        profile(120),
+        history(
+            added(101, ("spam", ("SPAM",))),
+            added(102, ("archived", ("CATEGORY_UPDATES",))),
+            history_id=120,
+        ),
+        metadata("spam", labels=("SPAM",)),
+        include_spam_trash=True,
+        label_ids=("SPAM",),
+    )
+    assert mids(source.fetch(history_cursor(100))) == ["spam"]
+    assert paths(http) == ["profile", "history", "messages/spam"]
+
+
+def test_a_message_deleted_after_it_was_listed_is_skipped() -> None:
+    source, _ = scripted(
+        profile(100),
+        listing("b", "a"),
+        profile(100),
+        NOT_FOUND,
+        metadata("b"),
+        history(history_id=100),
+    )
+    assert mids(source.fetch(source.initial_cursor())) == ["b"]
+
+
+# --------------------------------------------------------------------------------------------
+# Invalid cursors, errors
+# --------------------------------------------------------------------------------------------
+
+
+def test_expired_history_rescans_the_window() -> None:
+    source, http = scripted(
+        profile(500),
+        NOT_FOUND,  # history.list: startHistoryId too old
+        profile(500),  # the rescan's mark
+        listing("a"),
+        metadata("a"),
+        history(history_id=500),
+    )
+    batch = source.fetch(history_cursor(100))
+    assert batch.rescan is True
+    assert mids(batch) == ["a"]
+    assert paths(http) == ["profile", "history", "profile", "messages", "messages/a", "history"]
+    after = int((NOW - source.rescan_window - dt.timedelta(days=1)).timestamp())
+    assert calls(http)[3][1]["q"] == [f"-in:sent -in:drafts after:{after}"]
+    assert calls(http)[5][1]["startHistoryId"] == ["500"]
+
+
+def test_a_refused_page_token_rescans() -> None:
+    cursor = dump_cursor(
+        "gmail", {"user": EMAIL, "hid": "100", "scan": {"ids": [], "page": "stale", "since": None}}
+    )
+    source, http = scripted(
+        profile(100),
+        error(400, "INVALID_ARGUMENT", "invalidArgument", "Invalid pageToken"),
+        profile(100),
+        listing(),
+        history(history_id=100),
+    )
+    assert source.fetch(cursor).rescan is True
+    assert calls(http)[1][1]["pageToken"] == ["stale"]
+
+
+def test_a_cursor_of_another_mailbox_rescans() -> None:
+    source, http = scripted(profile(100), profile(100), listing(), history(history_id=100))
+    batch = source.fetch(history_cursor(50, user="someone.else@sales.example"))
+    assert batch.rescan is True
+    assert paths(http) == ["profile", "profile", "messages", "history"]
+    assert calls(http)[3][1]["startHistoryId"] == ["100"]  # the new mark, not the foreign 50
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        error(429, "RESOURCE_EXHAUSTED", "rateLimitExceeded", "Too many requests"),
+        error(500, "INTERNAL", "backendError", "Backend Error"),
+        error(503, "UNAVAILABLE", "backendError", "The service is currently unavailable."),
+        error(401, "UNAUTHENTICATED", "authError", "Invalid Credentials"),
+    ],
+)
+def test_api_errors_surface_as_source_error(response: Response) -> None:
+    source, _ = scripted(profile(120), response)
+    with pytest.raises(SourceError) as caught:
+        source.fetch(history_cursor(100))
+    assert caught.value.source == "gmail:me"
+    assert isinstance(caught.value.__cause__, HttpError)
+    assert caught.value.__cause__.resp.status == int(response[0]["status"])
+
+
+def test_retries_are_the_client_librarys(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    source, _ = scripted(
+        profile(120),
+        error(503, "UNAVAILABLE", "backendError", "The service is currently unavailable."),
+        history(added(101, ("a", INBOX)), history_id=120),
+        metadata("a"),
+        num_retries=2,
+    )
+    assert mids(source.fetch(history_cursor(100))) == ["a"]
+    assert len(slept) == 1
+
+
+def test_a_malformed_response_is_a_source_error() -> None:
+    source, _ = scripted(profile(120), ok({"historyId": "not a number"}))
+    with pytest.raises(SourceError):
+        source.fetch(history_cursor(100))
+
+
+# --------------------------------------------------------------------------------------------
+# Bodies and header blocks
+# --------------------------------------------------------------------------------------------
+
+
+def test_fetch_body_decodes_the_raw_message() -> None:
+    whole = raw_message("a")
+    raw = base64.urlsafe_b64encode(whole).decode().rstrip("=")  # padding may be left out
+    source, http = scripted(
+        profile(100), listing("a"), profile(100), metadata("a"), ok({"id": "a", "raw": raw})
+    )
+    (message,) = source.fetch(source.initial_cursor(), limit=1).messages
+    assert source.fetch_body(message) == whole
+    path, params = calls(http)[-1]
+    assert path == "messages/a"
+    assert params["format"] == ["raw"]
+
+
+def test_fetch_body_of_a_deleted_message_is_a_source_error() -> None:
+    source, _ = scripted(profile(100), listing("a"), profile(100), metadata("a"), NOT_FOUND)
+    (message,) = source.fetch(source.initial_cursor(), limit=1).messages
+    with pytest.raises(SourceError) as caught:
+        source.fetch_body(message)
+    assert isinstance(caught.value.__cause__, HttpError)
+
+
+def delivered_block(headers: list[dict[str, str]]) -> bytes:
+    source, _ = scripted(profile(100), listing("a"), profile(100), metadata("a", headers=headers))
+    (message,) = source.fetch(source.initial_cursor(), limit=1).messages
+    return message.data
+
+
+def test_the_header_block_is_crlf_and_ends_with_an_empty_line() -> None:
+    data = delivered_block(fields(raw_message("a")))
+    assert data.endswith(b"\r\n\r\n")
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    assert raw_message("a").startswith(data.rstrip(b"\r\n"))
+
+
+def test_encoded_words_are_kept_for_the_parser() -> None:
+    data = delivered_block(
+        [
+            {"name": "From", "value": "=?UTF-8?Q?J=C3=B6rg_M=C3=BCller?= <jm@kunde.example>"},
+            {"name": "Subject", "value": "=?UTF-8?B?QVc6IEdyw7zDn2UgYXVzIEvDtmxu?="},
+        ]
+    )
+    headers = parse_headers(data)
+    assert headers.subject == "AW: Grüße aus Köln"
+    assert headers.from_[0].name == "Jörg Müller"
+
+
+def test_decoded_non_ascii_values_are_written_as_utf8() -> None:
+    data = delivered_block(
+        [
+            {"name": "From", "value": "Jörg Müller <jm@kunde.example>"},
+            {"name": "Subject", "value": "回复: 报价"},
+        ]
+    )
+    headers = parse_headers(data)
+    assert headers.subject == "回复: 报价"
+    assert headers.from_[0].name == "Jörg Müller"
+    assert "回复".encode() in data
+
+
+def test_line_breaks_inside_a_value_are_folded() -> None:
+    data = delivered_block(
+        [
+            {"name": "References", "value": "<a@x.example>\r\n <b@x.example>\n<c@x.example>"},
+            {"name": "Subject", "value": "one\r\n\r\ntwo"},  # a blank line must not end it
+            {"name": "In-Reply-To", "value": "<c@x.example>"},
+            {"name": "Bad Name", "value": "dropped"},
+        ]
+    )
+    headers = parse_headers(data)
+    assert headers.references == ("a@x.example", "b@x.example", "c@x.example")
+    assert headers.in_reply_to == ("c@x.example",)
+    assert headers.get("Bad Name") is None
+    assert b"References: <a@x.example>\r\n <b@x.example>\r\n <c@x.example>\r\n" in data
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+def test_without_the_extra_the_import_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "googleapiclient", None)
+    monkeypatch.setitem(sys.modules, "googleapiclient.errors", None)
+    monkeypatch.delitem(sys.modules, "replytrack.sources.gmail")
+    with pytest.raises(ImportError, match=r"pip install 'replytrack\[gmail\]'"):
+        importlib.import_module("replytrack.sources.gmail")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"service": "S", "credentials": object()},
+        {"service": object()},
+        {"service": "S", "user_id": ""},
+        {"service": "S", "num_retries": -1},
+        {"service": "S", "num_retries": True},
+        {"service": "S", "scan_buffer": 0},
+        {"service": "S", "label_ids": "INBOX"},
+        {"service": "S", "include_spam_trash": "yes"},
+        {"service": "S", "name": ""},
+        {"credentials": object()},
+    ],
+)
+def test_misuse_raises_config_error(kwargs: dict[str, Any]) -> None:
+    if kwargs.get("service") == "S":
+        kwargs["service"] = gmail_service(FakeGmail())
+    with pytest.raises(ConfigError):
+        GmailSource(**kwargs)
+
+
+def test_credentials_build_a_service_the_source_closes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from google.auth.credentials import AnonymousCredentials  # noqa: PLC0415 (one test)
+
+    source = GmailSource(credentials=AnonymousCredentials())
+    closed: list[bool] = []
+    monkeypatch.setattr(source._service, "close", lambda: closed.append(True))
+    assert source.name == "gmail:me"
+    source.close()
+    assert closed == [True]
+
+
+def test_a_service_of_the_host_stays_open() -> None:
+    service = gmail_service(FakeGmail())
+    closed: list[bool] = []
+    service.close = lambda: closed.append(True)
+    GmailSource(service, user_id="rep@sales.example").close()
+    assert closed == []
+
+
+def test_wait_probes_the_profile_every_few_seconds() -> None:
+    assert GmailSource.wait_interval == 5.0
+    backend = FakeGmail()
+    source = GmailSource(gmail_service(backend), num_retries=0)
+    cursor = source.fetch(None).cursor
+    backend.deliver(raw_message("late"))
+    assert source.wait(cursor, 0) is True
+    assert backend.requests[-1].startswith(
+        "GET https://gmail.googleapis.com/gmail/v1/users/me/profile"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# End to end: the tracker polling Gmail
+# --------------------------------------------------------------------------------------------
+
+
+def outgoing(to: str, subject: str) -> email.message.EmailMessage:
+    message = email.message.EmailMessage()
+    message["From"] = f"Rep <{EMAIL}>"
+    message["To"] = to
+    message["Subject"] = subject
+    message.set_content("Hi, do you have 15 minutes this week?")
+    return message
+
+
+def test_the_tracker_correlates_replies_read_from_gmail() -> None:
+    backend = FakeGmail()
+    stop = CapturingHook()
+    tracker = ReplyTracker(MemoryStore(), campaign_stop=stop, own_addresses=(EMAIL,))
+    source = GmailSource(gmail_service(backend), num_retries=0)
+    assert tracker.poll(source).errors == ()  # the first scan: an empty mailbox
+
+    # Two sends; Gmail files each in its own thread, which the host records.
+    first_message = outgoing("Jo Prospect <jo@customer.example>", "Quick question")
+    first = tracker.stamp(first_message, ref="c42:p7")
+    backend.deliver(first_message.as_bytes(), labels=("SENT",), thread_id="t-1")
+    tracker.record_sent(attrs.evolve(first, provider_thread_id="t-1"))
+    second_message = outgoing("Max Kunde <max@kunde.example>", "Kurze Frage")
+    second = tracker.stamp(second_message, ref="c42:p8")
+    backend.deliver(second_message.as_bytes(), labels=("SENT",), thread_id="t-2")
+    tracker.record_sent(attrs.evolve(second, provider_thread_id="t-2"))
+
+    # Jo answers with the usual headers; Max's client dropped them, but Gmail threads it.
+    backend.deliver(
+        build_reply(in_reply_to=f"<{first.message_id}>", subject="Re: Quick question"),
+        thread_id="t-1",
+    )
+    backend.deliver(
+        build_reply(
+            in_reply_to=None,
+            from_="Max Kunde <max@kunde.example>",
+            subject="Termin",
+            message_id="<no-refs@kunde.example>",
+        ),
+        thread_id="t-2",
+    )
+
+    result = tracker.poll(source)
+    assert result.errors == ()
+    assert result.seen == 2  # the sent copies never left the source
+    assert [(e.ref, e.method) for e in stop.events] == [
+        ("c42:p7", MatchMethod.IN_REPLY_TO),
+        ("c42:p8", MatchMethod.PROVIDER_THREAD),
+    ]
+    assert all(e.received_at is not None for e in stop.events)
+    assert tracker.poll(source).seen == 0
