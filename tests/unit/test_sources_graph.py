@@ -1,0 +1,716 @@
+"""GraphSource against a fake Microsoft Graph mailbox (``harnesses.graph.FakeGraph``).
+
+The contract every source keeps is in ``test_source_contract.py``; these are the Graph
+specifics: the requests it sends, delta paging and links, sync-state loss, throttling, token
+refresh, header blocks rebuilt from ``internetMessageHeaders``, and the tracker end to end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import importlib.util
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+import pytest
+
+from harnesses import drain, ids, message
+from harnesses.graph import TOKEN, UPN, FakeGraph, connection_reset, graph_error
+from replytrack import MatchMethod, MemoryStore, MessageIdGenerator, parse_headers
+from replytrack.errors import ConfigError, SourceError
+from replytrack.sources import graph as graph_module
+from replytrack.sources.graph import GraphSource
+from replytrack.testing import CapturingHook, build_reply
+from replytrack.tracker import ORIGIN_HEADER, ReplyTracker
+
+UTC = dt.timezone.utc
+NOW = dt.datetime(2027, 3, 1, 9, 30, tzinfo=UTC)
+REP = "rep@sales.example"
+JO = "jo@customer.example"
+
+
+class Clock:
+    """Microsoft's clock and the host's, in step."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def tick(self, **delta: float) -> None:
+        self.now += dt.timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def fake(clock: Clock) -> FakeGraph:
+    return FakeGraph(clock=clock)
+
+
+@pytest.fixture
+def client(fake: FakeGraph) -> Iterator[httpx.Client]:
+    with fake.client() as client:
+        yield client
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def make(client: httpx.Client, clock: Clock, sleeps: list[float]) -> Any:
+    def make(**kwargs: Any) -> GraphSource:
+        kwargs.setdefault("token", lambda: TOKEN)
+        return GraphSource(client, clock=clock, sleep=sleeps.append, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def source(make: Any) -> Iterator[GraphSource]:
+    with make() as source:
+        yield source
+
+
+def state_of(cursor: str, folder: str = "inbox") -> dict[str, Any]:
+    state: dict[str, Any] = json.loads(cursor)["folders"][folder]
+    return state
+
+
+def paths(requests: list[httpx.Request]) -> list[str]:
+    return [r.url.path for r in requests]
+
+
+# --------------------------------------------------------------------------------------------
+# Requests
+# --------------------------------------------------------------------------------------------
+
+
+def test_requests_carry_the_token_immutable_ids_and_a_select(
+    source: GraphSource, fake: FakeGraph
+) -> None:
+    message_id = fake.add(message(1))
+    (incoming,) = source.fetch(None, limit=5).messages
+    delta, get = fake.requests
+    assert delta.url.path == "/v1.0/me/mailFolders/inbox/messages/delta"
+    assert delta.headers["Prefer"] == 'IdType="ImmutableId", odata.maxpagesize=5'
+    assert delta.headers["Authorization"] == f"Bearer {TOKEN}"
+    selected = set(delta.url.params["$select"].split(","))
+    assert {"id", "internetMessageId", "conversationId", "receivedDateTime", "isDraft"} <= selected
+    assert "internetMessageHeaders" not in selected  # fetched per message (module Rule 5)
+    assert "$filter" not in delta.url.params  # `since` is applied by the source (Rule 3)
+    assert get.url.path == f"/v1.0/me/messages/{message_id}"
+    assert get.url.params["$select"] == "internetMessageHeaders"
+    assert get.headers["Prefer"] == 'IdType="ImmutableId"'
+    assert get.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert incoming.source_id == message_id
+    assert incoming.folder == "inbox"
+    assert incoming.provider_thread_id == "AAQkAGI2conversation="
+    assert incoming.received_at == NOW
+    assert incoming.complete is False
+
+
+def test_pages_are_asked_for_at_most_1000_at_a_time(source: GraphSource, fake: FakeGraph) -> None:
+    source.fetch(None, limit=5000)
+    assert fake.requests[0].headers["Prefer"] == 'IdType="ImmutableId", odata.maxpagesize=1000'
+
+
+def test_another_user_is_read_under_users(make: Any, fake: FakeGraph) -> None:
+    fake.add(message(1))
+    with make(user=UPN) as source:
+        assert source.name == f"graph:{UPN}"
+        assert ids(source.fetch(None)) == [1]
+    assert all(p.startswith(f"/v1.0/users/{UPN}/") for p in paths(fake.requests))
+
+
+# --------------------------------------------------------------------------------------------
+# Delta rounds and links
+# --------------------------------------------------------------------------------------------
+
+
+def test_pages_are_resumable_positions_mid_round(make: Any, fake: FakeGraph) -> None:
+    for n in range(1, 6):
+        fake.add(message(n))
+    with make() as first:
+        batch = first.fetch(None, limit=2)
+    assert (ids(batch), batch.more) == ([1, 2], True)
+    link = state_of(batch.cursor)["link"]
+    assert "$skiptoken=" in link
+    assert state_of(batch.cursor)["delta"] is False
+    fake.requests.clear()
+    with make() as resumed:  # another process, from the committed cursor
+        batch = resumed.fetch(batch.cursor, limit=2)
+        assert str(fake.requests[0].url) == link
+        assert ids(batch) == [3, 4]
+        batch = resumed.fetch(batch.cursor, limit=2)
+    assert (ids(batch), batch.more) == ([5], False)
+    assert state_of(batch.cursor)["delta"] is True
+    assert "$deltatoken=" in state_of(batch.cursor)["link"]
+
+
+def test_the_delta_link_gives_what_changed_since(source: GraphSource, fake: FakeGraph) -> None:
+    fake.add(message(1))
+    cursor = source.fetch(None).cursor
+    fake.add(message(2))
+    fake.requests.clear()
+    batch = source.fetch(cursor)
+    assert ids(batch) == [2]
+    assert "$deltatoken=" in str(fake.requests[0].url)
+    fake.requests.clear()
+    caught_up = source.fetch(batch.cursor)
+    assert (caught_up.messages, caught_up.more) == ((), False)
+    assert len(fake.requests) == 1  # one empty delta page: the whole cost of a quiet poll
+
+
+def test_each_folder_has_its_own_delta_link(make: Any, fake: FakeGraph) -> None:
+    fake.add(message(1))
+    fake.add(message(2), folder="junkemail")
+    with make(folders=("inbox", "junkemail")) as source:
+        assert source.name == "graph:me#inbox,junkemail"
+        batch = source.fetch(None)
+        assert [(m.folder, n) for m, n in zip(batch.messages, ids(batch), strict=True)] == [
+            ("inbox", 1),
+            ("junkemail", 2),
+        ]
+        inbox, junk = state_of(batch.cursor), state_of(batch.cursor, "junkemail")
+        assert inbox["delta"] is junk["delta"] is True
+        assert "mailFolders('inbox')" in inbox["link"]
+        assert "mailFolders('junkemail')" in junk["link"]
+        fake.add(message(3), folder="junkemail")
+        batch = source.fetch(batch.cursor)
+    assert [(m.folder, n) for m, n in zip(batch.messages, ids(batch), strict=True)] == [
+        ("junkemail", 3)
+    ]
+
+
+def test_a_folder_new_to_the_cursor_reads_its_recent_window(
+    make: Any, fake: FakeGraph, clock: Clock
+) -> None:
+    fake.add(message(1))
+    fake.add(message(2), folder="junkemail", received_at=NOW - dt.timedelta(days=30))
+    fake.add(message(3), folder="junkemail", received_at=NOW - dt.timedelta(days=1))
+    with make(name="graph") as inbox_only:
+        cursor = inbox_only.fetch(None).cursor
+    clock.tick(seconds=5)
+    with make(name="graph", folders=("inbox", "junkemail")) as both:
+        batch = both.fetch(cursor)
+    assert (ids(batch), batch.rescan) == ([3], False)
+
+
+def test_removed_entries_and_drafts_are_skipped(source: GraphSource, fake: FakeGraph) -> None:
+    first = fake.add(message(1))
+    cursor = source.fetch(None).cursor
+    fake.delete(first)
+    fake.add(message(2), draft=True)
+    fake.add(message(3))
+    fake.requests.clear()
+    batch = source.fetch(cursor)
+    assert ids(batch) == [3]
+    assert len(fake.requests) == 2  # the delta page and the headers of message 3 only
+
+
+def test_a_message_deleted_before_its_get_is_skipped(source: GraphSource, fake: FakeGraph) -> None:
+    doomed = fake.add(message(1))
+    fake.add(message(2))
+
+    def delete_after_the_listing(request: httpx.Request) -> None:
+        if request.url.path.endswith("/delta") and doomed in fake.messages:
+            fake.after.clear()
+            fake.delete(doomed)
+
+    fake.after.append(delete_after_the_listing)
+    assert ids(source.fetch(None)) == [2]
+
+
+def test_changes_to_delivered_mail_deliver_nothing_again(
+    source: GraphSource, fake: FakeGraph
+) -> None:
+    first = fake.add(message(1))
+    cursor = source.fetch(None).cursor
+    fake.update(first)  # read, flagged: delta lists it again
+    fake.requests.clear()
+    assert source.fetch(cursor).messages == ()
+    assert len(fake.requests) == 1  # no GET for a remembered message
+
+
+def test_without_memory_a_changed_message_comes_again(make: Any, fake: FakeGraph) -> None:
+    first = fake.add(message(1))
+    with make(remember=0) as source:
+        cursor = source.fetch(None).cursor
+        assert state_of(cursor)["seen"] == []
+        fake.update(first)
+        assert ids(source.fetch(cursor)) == [1]  # a bounded duplicate the ledger drops
+
+
+def test_pages_larger_than_asked_are_split_without_loss(clock: Clock) -> None:
+    fake = FakeGraph(clock=clock, ignore_page_size=True, default_page_size=10)
+    for n in range(1, 8):
+        fake.add(message(n))
+    with fake.client() as client, GraphSource(client, token=lambda: TOKEN, clock=clock) as src:
+        parts: list[list[int]] = []
+        cursor = None
+        while True:
+            batch = src.fetch(cursor, limit=3)
+            parts.append(ids(batch))
+            cursor = batch.cursor
+            if not batch.more:
+                break
+    assert parts[:3] == [[1, 2, 3], [4, 5, 6], [7]]
+    assert all(part == [] for part in parts[3:])
+    gets = [r for r in fake.requests if not r.url.path.endswith("/delta")]
+    assert len(gets) == 7  # what was delivered from a page is not fetched again
+
+
+def test_since_skips_only_mail_that_was_there_untouched(
+    source: GraphSource, fake: FakeGraph, clock: Clock
+) -> None:
+    old = fake.add(message(1), received_at=NOW - dt.timedelta(days=30))
+    fake.add(message(2), received_at=NOW - dt.timedelta(days=1))
+    fake.add(message(3), received_at=NOW - dt.timedelta(days=30))
+    clock.tick(seconds=5.5)
+    fake.add(message(4), received_at=NOW - dt.timedelta(days=30))  # same second as the cursor
+    clock.tick(seconds=0.2)
+    cursor = source.initial_cursor(since=NOW - dt.timedelta(days=7))
+    clock.tick(seconds=2)
+    fake.update(old)  # moved back into the inbox, say: modified after the cursor was made
+    fake.add(message(5), received_at=NOW - dt.timedelta(days=30))  # moved in, or restored
+    assert drain(source, cursor, limit=2)[0] == [2, 4, 1, 5]
+
+
+# --------------------------------------------------------------------------------------------
+# Lost sync state, unreadable cursors
+# --------------------------------------------------------------------------------------------
+
+
+def test_an_expired_sync_state_rescans_the_window(
+    source: GraphSource, fake: FakeGraph, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.add(message(1), received_at=NOW - dt.timedelta(days=30))
+    fake.add(message(2), received_at=NOW - dt.timedelta(days=1))
+    cursor = source.fetch(None).cursor
+    clock.tick(hours=1)
+    fake.expire_sync_state()
+    fake.add(message(3))
+    with caplog.at_level(logging.WARNING, "replytrack.sources.graph"):
+        batch = source.fetch(cursor)
+    assert (ids(batch), batch.rescan) == ([2, 3], True)
+    assert "sync state of folder 'inbox' lost" in caplog.text
+    assert source.fetch(batch.cursor).rescan is False
+
+
+def test_a_lost_sync_state_restarts_only_its_folder(make: Any, fake: FakeGraph) -> None:
+    fake.add(message(1))
+    fake.add(message(2), folder="junkemail")
+    with make(folders=("inbox", "junkemail")) as source:
+        cursor = source.fetch(None).cursor
+        fake.add(message(3))
+        # inbox delta, headers of message 3, then the junk folder's delta link: 410
+        fake.scripted += [None, None, graph_error(410, "SyncStateNotFound", "Sync state expired.")]
+        batch = source.fetch(cursor)
+    # The inbox went on from its delta link; the junk folder was read again from its window.
+    assert (ids(batch), batch.rescan) == ([3, 2], True)
+    assert "$deltatoken=" in state_of(batch.cursor)["link"]
+    assert len(state_of(batch.cursor)["seen"]) == 2
+    assert state_of(batch.cursor, "junkemail")["seen"] == state_of(cursor, "junkemail")["seen"]
+
+
+def test_a_sync_state_error_code_on_400_is_a_lost_sync_state(
+    source: GraphSource, fake: FakeGraph
+) -> None:
+    fake.add(message(1))
+    cursor = source.fetch(None).cursor
+    fake.scripted.append(graph_error(400, "syncStateNotFound", "The sync state is not valid."))
+    batch = source.fetch(cursor)
+    assert (ids(batch), batch.rescan) == ([1], True)
+
+
+def test_a_cursor_of_another_mailbox_rescans(make: Any, fake: FakeGraph) -> None:
+    fake.add(message(1))
+    with make(name="graph") as me, make(name="graph", user=UPN) as other:
+        batch = other.fetch(me.fetch(None).cursor)
+    assert (ids(batch), batch.rescan) == ([1], True)
+
+
+def test_a_cursor_with_an_impossible_time_rescans(source: GraphSource, fake: FakeGraph) -> None:
+    fake.add(message(1))
+    cursor = json.loads(source.initial_cursor(since=NOW))
+    cursor["folders"]["inbox"]["since"] = 10**20
+    batch = source.fetch(json.dumps(cursor))
+    assert (ids(batch), batch.rescan) == ([1], True)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2027-03-01T09:30:00Z", (NOW, dt.timedelta(seconds=1))),
+        ("2027-03-01T09:30:00.1234567Z", (NOW.replace(microsecond=123456), dt.timedelta(0, 0, 1))),
+        ("2027-03-01T10:30:00.5+01:00", (NOW.replace(microsecond=500000), dt.timedelta(0, 0.1))),
+        ("2027-03-01T09:30:00", (NOW, dt.timedelta(seconds=1))),
+        ("2027-02-30T09:30:00Z", None),
+        ("0001-01-01T00:00:00+01:00", None),
+        ("yesterday", None),
+        (None, None),
+    ],
+)
+def test_graph_times_are_read_with_their_precision(value: object, expected: object) -> None:
+    assert graph_module._parse_time(value) == expected
+
+
+def test_a_link_outside_the_base_url_is_never_followed(
+    source: GraphSource, fake: FakeGraph
+) -> None:
+    fake.add(message(1))
+    cursor = json.loads(source.fetch(None).cursor)
+    cursor["folders"]["inbox"]["link"] = "https://attacker.example/v1.0/me/messages/delta"
+    fake.requests.clear()
+    batch = source.fetch(json.dumps(cursor))
+    assert (ids(batch), batch.rescan) == ([1], True)
+    assert {r.url.host for r in fake.requests} == {"graph.microsoft.com"}
+    fake.scripted.append(
+        httpx.Response(200, json={"value": [], "@odata.nextLink": "https://attacker.example/x"})
+    )
+    with pytest.raises(SourceError, match="outside"):
+        source.fetch(None)
+
+
+# --------------------------------------------------------------------------------------------
+# Throttling, tokens, errors
+# --------------------------------------------------------------------------------------------
+
+
+def test_throttling_is_retried_after_retry_after(
+    source: GraphSource, fake: FakeGraph, sleeps: list[float]
+) -> None:
+    fake.add(message(1))
+    fake.throttle(2, retry_after="7")
+    assert ids(source.fetch(None)) == [1]
+    assert sleeps == [7.0, 7.0]
+
+
+def test_busy_without_retry_after_backs_off_exponentially(
+    source: GraphSource, fake: FakeGraph, sleeps: list[float]
+) -> None:
+    fake.add(message(1))
+    fake.throttle(3, status=503, retry_after=None)
+    assert ids(source.fetch(None)) == [1]
+    assert sleeps == [1.0, 2.0, 4.0]
+
+
+def test_retry_after_as_a_date_is_honoured(
+    source: GraphSource, fake: FakeGraph, sleeps: list[float]
+) -> None:
+    fake.throttle(
+        1,
+        status=504,
+        retry_after=email.utils.format_datetime(NOW + dt.timedelta(seconds=5), usegmt=True),
+    )
+    source.fetch(None)
+    assert sleeps == [5.0]
+
+
+def test_throttling_beyond_max_retries_raises_sourcegraph_error(
+    make: Any, fake: FakeGraph, sleeps: list[float]
+) -> None:
+    fake.throttle(3)
+    with make(max_retries=2) as source, pytest.raises(SourceError) as caught:
+        source.fetch(None)
+    assert sleeps == [3.0, 3.0]
+    assert caught.value.source == source.name
+    assert "429 ApplicationThrottled" in str(caught.value)
+    assert isinstance(caught.value.__cause__, httpx.HTTPStatusError)
+    assert caught.value.__cause__.response.status_code == 429
+
+
+def test_a_retry_after_longer_than_allowed_fails_at_once(
+    make: Any, fake: FakeGraph, sleeps: list[float]
+) -> None:
+    fake.throttle(1, retry_after="600")
+    with make(max_retry_wait=60) as source, pytest.raises(SourceError, match="Retry-After: 600"):
+        source.fetch(None)
+    assert sleeps == []
+
+
+def test_a_401_gets_one_fresh_token(make: Any, fake: FakeGraph) -> None:
+    fake.add(message(1))
+    issued = iter(["expired", *[TOKEN] * 10])
+    with make(token=lambda: next(issued)) as source:
+        assert ids(source.fetch(None)) == [1]
+    assert [r.headers["Authorization"] for r in fake.requests[:2]] == [
+        "Bearer expired",
+        f"Bearer {TOKEN}",
+    ]
+
+
+def test_a_second_401_raises_sourcegraph_error(make: Any, fake: FakeGraph) -> None:
+    with make(token=lambda: "revoked") as source, pytest.raises(SourceError) as caught:
+        source.fetch(None)
+    assert len(fake.requests) == 2
+    assert "401 InvalidAuthenticationToken" in str(caught.value)
+    assert isinstance(caught.value.__cause__, httpx.HTTPStatusError)
+
+
+def test_http_errors_carry_graphs_code(source: GraphSource, fake: FakeGraph) -> None:
+    fake.scripted.append(graph_error(403, "ErrorAccessDenied", "Access is denied."))
+    with pytest.raises(SourceError, match=r"HTTP 403 ErrorAccessDenied: Access is denied\."):
+        source.fetch(None)
+
+
+def test_network_errors_keep_httpx_error_and_its_osgraph_error(
+    source: GraphSource, fake: FakeGraph
+) -> None:
+    fake.scripted.append(connection_reset())
+    with pytest.raises(SourceError) as caught:
+        source.fetch(None)
+    assert caught.value.source == source.name
+    assert isinstance(caught.value.__cause__, httpx.ReadError)
+    assert isinstance(caught.value.__cause__.__cause__, OSError)
+
+
+# --------------------------------------------------------------------------------------------
+# Header blocks and bodies
+# --------------------------------------------------------------------------------------------
+
+REFERENCES = [f"<thread-{i:03d}.{'x' * 20}@mail.sales.example>" for i in range(40)]
+
+
+def test_header_block_round_trips_through_parse_headers(
+    source: GraphSource, fake: FakeGraph
+) -> None:
+    long_references = " ".join(REFERENCES)
+    assert len(long_references) > 998
+    fake.add(
+        message(1),
+        headers=[
+            {"name": "Received", "value": "from mx.customer.example by mx.outlook.example"},
+            {"name": "From", "value": "Jürgen Groß <jo@customer.example>"},
+            {"name": "To", "value": "Rep <rep@sales.example>"},
+            {"name": "Subject", "value": "Re: Grüße – 予定の確認"},
+            {"name": "Message-ID", "value": "<r1@customer.example>"},
+            {"name": "In-Reply-To", "value": REFERENCES[-1]},
+            {"name": "References", "value": long_references},
+            {"name": "Thread-Topic", "value": "=?utf-8?q?Gr=C3=BC=C3=9Fe?="},
+            {"name": "X-Folded", "value": "first part\r\n\tsecond part\nthird part\r\n\r\n"},
+            {"name": "Not A Field", "value": "dropped"},
+        ],
+    )
+    (incoming,) = source.fetch(None).messages
+    data = incoming.data
+    assert data.endswith(b"\r\n\r\n")
+    lines = data[:-4].split(b"\r\n")
+    assert all(len(line) <= 998 for line in lines)
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    headers = parse_headers(data)
+    assert headers.defects == ()
+    assert headers.subject == "Re: Grüße – 予定の確認"
+    assert headers.from_[0].name == "Jürgen Groß"
+    assert headers.message_id == "r1@customer.example"
+    assert headers.references == tuple(r.strip("<>") for r in REFERENCES)
+    assert headers.in_reply_to == (REFERENCES[-1].strip("<>"),)
+    assert headers.get("Thread-Topic") == "Grüße"
+    assert headers.get("X-Folded") == "first part\tsecond part third part"
+    assert "Not A Field" not in data.decode()
+    assert "Thread-Index" not in headers  # internet mail: no index Exchange made up
+
+
+def test_mail_without_internet_headers_gets_a_block_from_the_properties(
+    source: GraphSource, fake: FakeGraph
+) -> None:
+    raw = build_reply(
+        from_="Zoë Colleague <zoe@sales.example>",
+        to="Rep <rep@sales.example>",
+        cc="Sam <sam@customer.example>",
+        subject="Re: Déjeuner",
+        message_id="<internal-1@sales.example>",
+    )
+    fake.add(raw, headers=[], conversation_index="AQHZtmV7vHYhQ3BkQbCEYpJeqn+0ow==")
+    (incoming,) = source.fetch(None).messages
+    headers = parse_headers(incoming.data)
+    assert headers.defects == ()
+    assert headers.message_id == "internal-1@sales.example"
+    assert headers.from_[0].name == "Zoë Colleague"
+    assert [a.addr for a in headers.to] == ["rep@sales.example"]
+    assert [a.addr for a in headers.cc] == ["sam@customer.example"]
+    assert headers.subject == "Re: Déjeuner"
+    assert headers.date == NOW
+    assert headers.get("Thread-Index") == "AQHZtmV7vHYhQ3BkQbCEYpJeqn+0ow=="
+    assert "Sender" not in headers  # Graph's sender is the author: nothing to add
+
+
+def test_fetch_body_gets_the_mime_content(source: GraphSource, fake: FakeGraph) -> None:
+    message_id = fake.add(message(1))
+    (incoming,) = source.fetch(None).messages
+    assert source.fetch_body(incoming) == message(1)
+    last = fake.requests[-1]
+    assert last.url.path == f"/v1.0/me/messages/{message_id}/$value"
+    assert last.headers["Prefer"] == 'IdType="ImmutableId"'
+
+
+def test_fetch_body_of_a_deleted_message_raises_sourcegraph_error(
+    source: GraphSource, fake: FakeGraph
+) -> None:
+    message_id = fake.add(message(1))
+    (incoming,) = source.fetch(None).messages
+    fake.delete(message_id)
+    with pytest.raises(SourceError, match="404 ErrorItemNotFound") as caught:
+        source.fetch_body(incoming)
+    assert isinstance(caught.value.__cause__, httpx.HTTPStatusError)
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration, lifecycle
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"token": None},
+        {"token": "a token, not a callable"},
+        {"user": ""},
+        {"user": "a/b"},
+        {"folders": "inbox"},
+        {"folders": ()},
+        {"folders": ("inbox", "inbox")},
+        {"folders": ("inbox", "")},
+        {"base_url": "ftp://graph.example"},
+        {"max_retries": -1},
+        {"max_retry_wait": 0},
+        {"remember": -1},
+        {"timeout": 0},
+        {"sleep": 3},
+    ],
+)
+def test_misuse_raises_configgraph_error(kwargs: dict[str, Any]) -> None:
+    kwargs.setdefault("token", lambda: TOKEN)
+    with pytest.raises(ConfigError):
+        GraphSource(**kwargs)
+
+
+def test_a_client_that_is_not_httpx_raises_configgraph_error() -> None:
+    with pytest.raises(ConfigError):
+        GraphSource(object(), token=lambda: TOKEN)  # type: ignore[arg-type]
+
+
+def test_a_token_callable_returning_no_token_raises_configgraph_error(make: Any) -> None:
+    with make(token=lambda: "") as source, pytest.raises(ConfigError):
+        source.fetch(None)
+
+
+def test_close_closes_an_owned_client_only(client: httpx.Client) -> None:
+    owned = GraphSource(token=lambda: TOKEN)
+    own_client = owned._client
+    owned.close()
+    assert own_client.is_closed
+    borrowed = GraphSource(client, token=lambda: TOKEN)
+    borrowed.close()
+    assert not client.is_closed
+
+
+def test_without_httpx_the_import_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "httpx", None)
+    spec = importlib.util.spec_from_file_location("graph_without_httpx", graph_module.__file__)
+    assert spec is not None
+    assert spec.loader is not None
+    with pytest.raises(ImportError, match=r"pip install 'replytrack\[graph\]'"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+def test_wait_sends_no_request_and_wake_ends_it(source: GraphSource, fake: FakeGraph) -> None:
+    cursor = source.fetch(None).cursor
+    sent = len(fake.requests)
+    assert source.wait(cursor, 0.02) is False
+    assert len(fake.requests) == sent
+    source.wake()  # what a host's change-notification webhook does
+    assert source.wait(cursor, 5) is True
+
+
+# --------------------------------------------------------------------------------------------
+# The tracker end to end
+# --------------------------------------------------------------------------------------------
+
+
+def outgoing() -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"] = f"Rep <{REP}>"
+    mail["To"] = f"Jo <{JO}>"
+    mail["Subject"] = "Quick question"
+    mail.set_content("Hi Jo, do you have 15 minutes this week?")
+    return mail
+
+
+@pytest.fixture
+def stop() -> CapturingHook:
+    return CapturingHook()
+
+
+@pytest.fixture
+def tracker(clock: Clock, stop: CapturingHook) -> ReplyTracker:
+    generator = MessageIdGenerator("mail.sales.example")  # no secret: no token match
+    return ReplyTracker(
+        MemoryStore(), generator, campaign_stop=stop, own_addresses=[REP], clock=clock
+    )
+
+
+def test_the_tracker_correlates_a_reply_read_from_graph(
+    tracker: ReplyTracker, stop: CapturingHook, source: GraphSource, fake: FakeGraph
+) -> None:
+    sent = tracker.stamp(outgoing(), "c42:p7")
+    fake.add(build_reply(in_reply_to=f"<{sent.message_id}>", from_=f"Jo <{JO}>"))
+    fake.add(build_reply(in_reply_to=None, from_="news@vendor.example", subject="Offers"))
+    result = tracker.poll(source)
+    assert (result.seen, result.events, result.errors) == (2, 1, ())
+    (event,) = stop.events
+    assert (event.ref, event.method) == ("c42:p7", MatchMethod.IN_REPLY_TO)
+    assert event.received_at == NOW
+    assert any(r.url.path.endswith("/$value") for r in fake.requests)  # the body, for classify
+    assert tracker.poll(source).seen == 0
+
+
+@pytest.mark.parametrize("alias", [True, False])
+def test_a_reply_to_the_id_graph_gave_our_send_needs_the_alias(
+    tracker: ReplyTracker, stop: CapturingHook, source: GraphSource, fake: FakeGraph, alias: bool
+) -> None:
+    sent = tracker.stamp(outgoing(), "c42:p7")
+    replaced = "<AM0PR07MB5377.1234@AM0PR07MB5377.eurprd07.prod.outlook.com>"
+    if alias:  # the host re-read the sent item's internetMessageId
+        tracker.record_alias(sent, replaced)
+    fake.add(build_reply(in_reply_to=replaced, references=[replaced], from_=f"Jo <{JO}>"))
+    tracker.poll(source)
+    assert [e.ref for e in stop.events] == (["c42:p7"] if alias else [])
+
+
+def test_learn_sent_reads_the_id_graph_used_from_the_sent_items(
+    tracker: ReplyTracker, stop: CapturingHook, make: Any, fake: FakeGraph
+) -> None:
+    mail = outgoing()
+    sent = tracker.stamp(mail, "c42:p7")
+    replaced = "<AM0PR07MB5377.1234@AM0PR07MB5377.eurprd07.prod.outlook.com>"
+    # A Sent copy: Graph keeps the x-headers the host set, and reports the id it used.
+    fake.add(
+        mail.as_bytes(),
+        folder="sentitems",
+        headers=[{"name": ORIGIN_HEADER, "value": mail[ORIGIN_HEADER]}],
+        internet_message_id=replaced,
+        conversation_id="AAQkAGI2thread-of-c42=",
+    )
+    with make(folders=("sentitems",)) as sent_items:
+        learned = tracker.learn_sent(sent_items)
+    assert (learned.learned, learned.threads) == (1, 1)
+    fake.add(build_reply(in_reply_to=replaced, from_=f"Jo <{JO}>"))
+    with make() as inbox:
+        tracker.poll(inbox)
+    assert [(e.ref, e.method) for e in stop.events] == [("c42:p7", MatchMethod.IN_REPLY_TO)]
+    assert stop.events[0].sent is not None
+    assert stop.events[0].sent.message_id == sent.message_id
