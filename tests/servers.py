@@ -6,23 +6,36 @@ reason, and under ``REPLYTRACK_REQUIRE_SERVERS=1`` (set by ``.ci/run``) it fails
 runs them.
 
 `Dovecot` runs ``dovecot -F`` with a throwaway configuration: IMAP only, plain-text login on
-loopback, a static passdb (any user name, one password) and a Maildir per user under a
-temporary directory. Each test uses its own user name, so one server serves a whole session.
-As root (CI), the mail belongs to ``nobody``: Dovecot refuses to keep mail as uid 0. As another
-user (a laptop), every Dovecot process runs as that user.
+loopback, a static passdb (any user name, one password; ``XOAUTH2`` and ``OAUTHBEARER`` take
+the same password as their token) and a Maildir per user under a temporary directory. Each
+test uses its own user name, so one server serves a whole session. As root (CI), the mail
+belongs to ``nobody``: Dovecot refuses to keep mail as uid 0. As another user (a laptop), every
+Dovecot process runs as that user.
+
+When the ``openssl`` command is there, the server also speaks TLS: a self-signed certificate
+for ``127.0.0.1`` and ``localhost`` is made at start (`Dovecot.cafile` verifies it), STARTTLS is
+offered on the plain port and implicit TLS listens on `Dovecot.ssl_port`. Without ``openssl``,
+``ssl_port`` is ``None`` and TLS tests call `Dovecot.require_tls`.
+
+Dovecot runs in a process group of its own, so that `Dovecot.stop` ends every process it
+started, the per-connection ``imap`` processes included: a restart drops the connections, as a
+real server restart does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NoReturn
 
@@ -35,6 +48,7 @@ REQUIRE_SERVERS = os.environ.get("REPLYTRACK_REQUIRE_SERVERS", "") not in ("", "
 
 DOVECOT_BINARY = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DOVEADM_BINARY = shutil.which("doveadm") or "/usr/bin/doveadm"
+OPENSSL_BINARY = shutil.which("openssl")
 
 
 def server_missing(reason: str) -> NoReturn:
@@ -61,9 +75,11 @@ state_dir = {base}/state
 instance_name = replytrack-test-{port}
 log_path = {base}/dovecot.log
 info_log_path = {base}/dovecot.log
-ssl = no
+{ssl}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2 oauthbearer
+# A wrong password answers at once: tests of failed logins need not wait 2 s each.
+auth_failure_delay = 0
 default_internal_user = {internal_user}
 default_internal_group = {internal_group}
 default_login_user = {login_user}
@@ -73,6 +89,17 @@ mail_uid = {mail_uid}
 mail_gid = {mail_gid}
 mailbox_list_index = yes
 imap_idle_notify_interval = 1 secs
+namespace inbox {{
+  inbox = yes
+  separator = .
+  # RFC 6154 special-use folders, found by their LIST attribute (as Gmail's \\All is).
+  mailbox "All Mail" {{
+    special_use = \\All
+  }}
+  mailbox Sent {{
+    special_use = \\Sent
+  }}
+}}
 protocol imap {{
   mail_max_userip_connections = 100
 }}
@@ -90,13 +117,20 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {ssl_port}
   }}
   chroot =
   process_min_avail = 0
 }}
 service anvil {{
   chroot =
+  # Dovecot delays every login from an address after a failed one (auth penalty, up to 15 s
+  # and kept for an hour): tests of failed logins would slow the tests after them. Auth
+  # cannot open a socket of mode 0, and then runs without the penalty.
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 service auth {{
   unix_listener auth-userdb {{
@@ -112,6 +146,22 @@ service stats {{
   }}
 }}
 """
+
+
+def _end_group(group: int) -> None:
+    """SIGTERM what is left of process group `group`, then SIGKILL; wait (bounded) for the end."""
+    for sig, patience in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.02)
 
 
 class Dovecot:
@@ -153,11 +203,22 @@ class Dovecot:
             (self.base / sub).mkdir()
         if os.geteuid() == 0:
             os.chown(self.base / "mail", self.mail_uid, self.mail_gid)
+        #: The certificate that verifies the server (``None`` without ``openssl``).
+        self.cafile: Path | None = self._make_certificate()
+        #: The implicit-TLS (IMAPS) port, or ``None`` without TLS.
+        self.ssl_port: int | None = free_port() if self.cafile is not None else None
+        if self.cafile is not None:
+            key = self.base / "tls" / "key.pem"
+            ssl_config = f"ssl = yes\nssl_cert = <{self.cafile}\nssl_key = <{key}"
+        else:
+            ssl_config = "ssl = no"
         self.config = self.base / "dovecot.conf"
         self.config.write_text(
             _CONFIG.format(
                 base=self.base,
                 port=self.port,
+                ssl_port=self.ssl_port or 0,
+                ssl=ssl_config,
                 password=password,
                 internal_user=internal_user,
                 internal_group=internal_group,
@@ -167,6 +228,39 @@ class Dovecot:
             )
         )
         self.start()
+
+    def _make_certificate(self) -> Path | None:
+        if OPENSSL_BINARY is None:
+            return None
+        tls = self.base / "tls"
+        tls.mkdir()
+        cert, key = tls / "cert.pem", tls / "key.pem"
+        result = subprocess.run(
+            [
+                OPENSSL_BINARY,
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        return cert if result.returncode == 0 else None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -183,6 +277,7 @@ class Dovecot:
             [DOVECOT_BINARY, "-F", "-c", str(self.config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            start_new_session=True,  # a process group of its own: stop() ends all of it
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -192,6 +287,8 @@ class Dovecot:
                     if self._process.stderr
                     else ""
                 )
+                if self._process.stderr is not None:
+                    self._process.stderr.close()
                 self._process = None
                 server_missing(f"Dovecot did not start: {err.strip()} {self.log_tail()}")
             with (
@@ -205,11 +302,18 @@ class Dovecot:
         server_missing(f"Dovecot did not accept connections within 10 s: {self.log_tail()}")
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM to the master, which ends its children); wait for it."""
+        """Stop the server and every process it started; wait until they are gone.
+
+        SIGTERM goes to the whole process group at once: sent to the master alone, it takes
+        over a second to shut down and leaves the per-connection ``imap`` processes (and its
+        log and stats processes) running on their own for longer, serving their clients.
+        """
         process, self._process = self._process, None
         if process is None:
             return
-        process.send_signal(signal.SIGTERM)
+        group = process.pid  # start_new_session: the master leads its own group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
@@ -217,7 +321,8 @@ class Dovecot:
             process.wait(10)
         if process.stderr is not None:
             process.stderr.close()
-        # The children may outlive the master by a moment; wait until the port is free.
+        _end_group(group)
+        # Wait until the port is free again (a restart reuses it).
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             try:
@@ -228,7 +333,7 @@ class Dovecot:
             time.sleep(0.05)
 
     def restart(self) -> None:
-        """Stop and start again on the same port, with the same mail."""
+        """Stop and start again on the same ports, with the same mail; connections drop."""
         self.stop()
         self.start()
 
@@ -239,9 +344,59 @@ class Dovecot:
 
     # -- helpers for tests --------------------------------------------------------------------
 
+    def require_tls(self) -> None:
+        """Skip (fail in CI) when the server could not be given a certificate."""
+        if self.cafile is None:
+            server_missing("the openssl command is missing: Dovecot runs without TLS")
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that verifies this server's self-signed certificate."""
+        self.require_tls()
+        return ssl.create_default_context(cafile=str(self.cafile))
+
     def maildir(self, user: str) -> Path:
         """The Maildir of `user` (it exists once the user has logged in)."""
         return self.base / "mail" / user / "Maildir"
+
+    def folder_path(self, user: str, folder: str = "INBOX") -> Path:
+        """The Maildir++ directory of `folder` (``INBOX`` is the Maildir itself)."""
+        root = self.maildir(user)
+        return root if folder == "INBOX" else root / f".{folder}"
+
+    def write_messages(
+        self,
+        user: str,
+        messages: Iterable[bytes],
+        *,
+        folder: str = "INBOX",
+        received: dt.datetime | None = None,
+        step: dt.timedelta = dt.timedelta(seconds=1),
+    ) -> int:
+        """Deliver `messages` by writing files into the folder's ``new/``, as an MDA does.
+
+        Much faster than APPENDing thousands of messages. The folder must exist (log in once
+        and create it over IMAP first). Each file is written in ``tmp/`` and renamed into
+        ``new/``, owned by the mail user (Dovecot will not read mail it does not own), with
+        its mtime, which Dovecot reports as INTERNALDATE, at `received` plus `step` per
+        message. File names sort in delivery order, which is the order Dovecot numbers them.
+
+        Returns:
+            How many messages were written.
+        """
+        base = self.folder_path(user, folder)
+        tmp, new = base / "tmp", base / "new"
+        start = received or dt.datetime.now(dt.timezone.utc)
+        count = 0
+        for count, data in enumerate(messages, 1):
+            when = (start + step * (count - 1)).timestamp()
+            name = f"{int(when)}.M{count:07d}P{os.getpid()}.replytrack,S={len(data)}"
+            path = tmp / name
+            path.write_bytes(data)
+            os.utime(path, (when, when))
+            if os.geteuid() == 0:
+                os.chown(path, self.mail_uid, self.mail_gid)
+            path.rename(new / name)
+        return count
 
     def kick(self, user: str) -> None:
         """Drop every IMAP connection of `user`, as a server-side disconnect does."""

@@ -64,10 +64,12 @@ __all__ = [
 ]
 
 #: The header fields replytrack reads when it decides about a message from its header block
-#: alone: threading, addresses, and the header evidence of classification (auto-reply,
-#: bounce, list markers). A source that can fetch chosen fields (IMAP ``HEADER.FIELDS``,
-#: Gmail ``metadataHeaders``) fetches these; the decision is then the same as with the whole
-#: header block (``tests/unit/test_tracking_fields.py`` checks it on the corpus).
+#: alone: threading, addresses, the header evidence of classification (auto-reply, bounce,
+#: list markers), and the origin header ``X-Replytrack-ID`` that ``ReplyTracker.stamp`` adds
+#: and ``ReplyTracker.learn_sent`` reads from a Sent folder. A source that can fetch chosen
+#: fields (IMAP ``HEADER.FIELDS``, Gmail ``metadataHeaders``) fetches these; the decision is
+#: then the same as with the whole header block (``tests/unit/test_tracking_fields.py``
+#: checks it on the corpus).
 TRACKING_FIELDS: Final = (
     "Message-ID",
     "In-Reply-To",
@@ -103,6 +105,7 @@ TRACKING_FIELDS: Final = (
     "X-BeenThere",
     "X-Mailman-Version",
     "Feedback-Type",
+    "X-Replytrack-ID",
 )
 
 #: The most bytes of a message read as its header block. Real header blocks stay well below

@@ -71,7 +71,9 @@ MAX_REFERENCES: Final = 20
 _FIELD_NAME: Final = re.compile(r"[!-9;-~]+")
 #: The header `ReplyTracker.stamp` repeats the Message-ID it minted in, by default. Providers
 #: that replace a Message-ID (Microsoft Graph, some relays) keep custom ``X-`` headers, so
-#: `ReplyTracker.learn_sent` can tie the copy in the Sent folder back to the send.
+#: `ReplyTracker.learn_sent` can tie the copy in the Sent folder back to the send. It is one of
+#: `replytrack.headers.TRACKING_FIELDS`, so sources that fetch header fields first fetch it; a
+#: host that names another origin header must add it to such a source's fields.
 ORIGIN_HEADER: Final = "X-Replytrack-ID"
 
 

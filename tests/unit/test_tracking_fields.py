@@ -17,6 +17,7 @@ from replytrack.classify import classify
 from replytrack.dsn import may_be_report
 from replytrack.headers import TRACKING_FIELDS, Headers, parse_headers
 from replytrack.sources.memory import header_block
+from replytrack.tracker import ORIGIN_HEADER
 
 from .test_corpus_headers import MESSAGES, Sample
 
@@ -64,3 +65,7 @@ def test_cut_down_header_block_decides_the_same(sample: Sample) -> None:
     assert may_be_report(cut) == may_be_report(full)
     a, b = classify(sample.data, headers=full), classify(sample.data, headers=cut)
     assert b == a  # kind, reasons (the header evidence named), bounce, return date
+
+
+def test_the_origin_header_is_fetched_so_learn_sent_works_on_header_blocks() -> None:
+    assert ORIGIN_HEADER in TRACKING_FIELDS
