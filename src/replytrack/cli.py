@@ -4,12 +4,14 @@ A thin shell over the library for people at a terminal and for shell scripts::
 
     replytrack demo [--keep DIR] [--json]
     replytrack scan SOURCE --store PATH [--json] [--own ADDRESS ...] [--since DATE]
+                    (SOURCE: maildir:PATH, mbox:PATH, imaps://USER@HOST/FOLDER, imap://...)
     replytrack msgid --domain mail.example.com [--ref REF] [--count N]
     replytrack verify MSGID
     replytrack inspect [--json] FILE...
 
 Rule 1: the signing secret is read from the environment (`SECRET_ENV`), never from the command
-line, where it would show in ``ps`` output and in shell history. It holds one key, or several
+line, where it would show in ``ps`` output and in shell history; so are the IMAP password
+(`IMAP_PASSWORD_ENV`) and access token (`IMAP_TOKEN_ENV`). It holds one key, or several
 separated by commas for rotation, oldest first: ids are signed with the last key and verified
 with all of them, exactly like ``MessageIdGenerator(secret=[...])``.
 Rule 2: exit status 0 means success; 1 means a negative answer or a partial failure (``verify``
@@ -38,6 +40,7 @@ import secrets
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from importlib.metadata import PackageNotFoundError, version
@@ -50,16 +53,18 @@ from replytrack.errors import ReplytrackError
 from replytrack.events import Action, ReplyEvent
 from replytrack.headers import Address, Headers, normalize_subject, parse_headers
 from replytrack.msgid import MessageIdGenerator
-from replytrack.sources import MailboxSource, MaildirSource, MboxSource
+from replytrack.sources import BaseSource, MailboxSource, MaildirSource, MboxSource
 from replytrack.store import SentMessage, SQLiteStore
 from replytrack.testing import build_bounce, build_out_of_office, build_reply
 from replytrack.threadindex import ThreadIndex
 from replytrack.tracker import PollResult, ReplyTracker
 
-__all__ = ["SECRET_ENV", "main"]
+__all__ = ["IMAP_PASSWORD_ENV", "IMAP_TOKEN_ENV", "SECRET_ENV", "main"]
 
 #: The environment variable that holds the signing key(s).
 SECRET_ENV: Final = "REPLYTRACK_SECRET"  # noqa: S105 (the name of a variable, no secret)
+IMAP_PASSWORD_ENV: Final = "REPLYTRACK_IMAP_PASSWORD"  # noqa: S105 (idem)
+IMAP_TOKEN_ENV: Final = "REPLYTRACK_IMAP_TOKEN"  # noqa: S105 (idem)
 
 _PROG: Final = "replytrack"
 # `verify` does not look at the domain (it is not signed), but a generator needs one. The
@@ -161,7 +166,7 @@ output:
 """
 
 _SCAN_DESCRIPTION: Final = f"""\
-Read new mail from a Maildir or an mbox, recognise replies, out-of-offices and
+Read new mail from a Maildir, an mbox or an IMAP mailbox, recognise replies, out-of-offices and
 bounces to the sends recorded in the store (and, with {SECRET_ENV}, to any
 id signed with it), and print one line per event. The store remembers how far
 the source was read and which messages were processed: a second scan prints
@@ -173,6 +178,14 @@ source:
   maildir:PATH or mbox:PATH; a bare PATH is a Maildir when it is a directory
   and an mbox when it is a file. An mbox's last message counts once the file
   has been left alone for 2 seconds (it may still be being written).
+
+  imaps://USER@HOST[:PORT][/FOLDER[,FOLDER...]] reads an IMAP mailbox over TLS
+  (port 993), imap://... over STARTTLS (port 143); add ?tls=none for a server
+  on this machine without TLS. FOLDER defaults to INBOX; %5CAll names the
+  folder with that SPECIAL-USE flag (Gmail's All Mail). Percent-encode an "@"
+  or "/" in USER or FOLDER. The password comes from {IMAP_PASSWORD_ENV},
+  or an OAuth 2.0 access token (XOAUTH2) from {IMAP_TOKEN_ENV}. Needs the
+  extra: pip install 'replytrack[imap]'. Nothing is marked read.
 
 output:
   A table, or with --json one event per line: the canonical payload of
@@ -265,7 +278,9 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=_SCAN_EPILOG,
         **common,
     )
-    scan.add_argument("source", metavar="SOURCE", help="maildir:PATH, mbox:PATH or a path")
+    scan.add_argument(
+        "source", metavar="SOURCE", help="maildir:PATH, mbox:PATH, a path, or an imap(s):// URL"
+    )
     scan.add_argument(
         "--store",
         required=True,
@@ -641,15 +656,18 @@ def _analysis_json(data: bytes, headers: Headers) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def _open_source(spec: str) -> MaildirSource | MboxSource:
-    """The source `spec` names: ``maildir:PATH``, ``mbox:PATH``, or a bare path.
+def _open_source(spec: str) -> BaseSource:
+    """The source `spec` names: ``maildir:PATH``, ``mbox:PATH``, a bare path, or an IMAP URL.
 
     A bare directory is a Maildir and a bare file an mbox: the two formats cannot be mistaken
     for each other on disk, so guessing is safe and saves typing.
 
     Raises:
-        _UsageError: the path does not exist or is not of the kind asked for.
+        _UsageError: the path does not exist or is not of the kind asked for, or the URL is
+            unusable.
     """
+    if spec.lower().startswith(("imap://", "imaps://")):
+        return _open_imap(spec)
     kind, sep, path = spec.partition(":")
     if not sep or kind not in ("maildir", "mbox"):
         # Not a prefix we know: the whole argument is a path (it may hold a colon itself).
@@ -671,6 +689,62 @@ def _open_source(spec: str) -> MaildirSource | MboxSource:
             raise _UsageError(f"not an mbox file: {_display(path)}")
         return MboxSource(path)
     raise _UsageError(f"no such file or directory: {_display(path)}")
+
+
+def _open_imap(url: str) -> BaseSource:
+    """The `IMAPSource` an ``imap://`` or ``imaps://`` URL names (see the scan epilog).
+
+    Raises:
+        _UsageError: the URL is unusable, no credential is in the environment, or the
+            ``imap`` extra is not installed.
+    """
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    tls = query.pop("tls", ["starttls" if scheme == "imap" else "implicit"])[-1].lower()
+    if (
+        query
+        or tls not in ("none", "starttls", "implicit")
+        or (scheme == "imaps") != (tls == "implicit")
+    ):
+        raise _UsageError(
+            f"unusable IMAP URL {_display(url)!r}: the only option is ?tls=none (imap:// only)"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise _UsageError(f"bad port in {_display(url)!r}") from None
+    if not parts.hostname or not parts.username:
+        raise _UsageError(f"an IMAP URL needs USER@HOST: {_display(url)!r}")
+    if parts.password is not None:
+        raise _UsageError(
+            f"put the IMAP password in {IMAP_PASSWORD_ENV}, not in the URL "
+            "(it would show in ps output and shell history)"
+        )
+    folders = [
+        urllib.parse.unquote(folder) for folder in parts.path.lstrip("/").split(",") if folder
+    ]
+    password = os.environ.get(IMAP_PASSWORD_ENV) or None
+    token = os.environ.get(IMAP_TOKEN_ENV) or None
+    if (password is None) == (token is None):
+        raise _UsageError(
+            f"set exactly one of {IMAP_PASSWORD_ENV} (a password) or {IMAP_TOKEN_ENV} "
+            "(an OAuth 2.0 access token) for an IMAP source"
+        )
+    try:
+        from replytrack.sources.imap import IMAPSource  # noqa: PLC0415 (an optional extra)
+    except ImportError as exc:
+        raise _UsageError(str(exc)) from None
+    return IMAPSource(
+        parts.hostname,
+        port=port,
+        username=urllib.parse.unquote(parts.username),
+        password=password,
+        oauth2_token=None if token is None else (lambda: token),
+        ssl=tls == "implicit",
+        starttls=tls == "starttls",
+        folders=folders or None,
+    )
 
 
 def _parse_since(text: str) -> _dt.datetime:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from replytrack import ReplyTracker, SQLiteStore
-from replytrack.cli import SECRET_ENV, main
+from replytrack.cli import IMAP_PASSWORD_ENV, IMAP_TOKEN_ENV, SECRET_ENV, main
 from replytrack.events import ReplyEvent
 from replytrack.headers import parse_headers
 from replytrack.msgid import MessageIdGenerator
@@ -866,3 +866,48 @@ def test_scan_rejects_a_malformed_since(
     status, _, err = run(capsys, "scan", str(tmp_path), "--store", "x.db", "--since", "yesterday")
     assert status == 2
     assert "ISO 8601" in err
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("imap://127.0.0.1/INBOX", "USER@HOST"),
+        ("imaps://rep@/INBOX", "USER@HOST"),
+        ("imap://rep:secret@127.0.0.1/INBOX", IMAP_PASSWORD_ENV),
+        ("imap://rep@127.0.0.1:99999/INBOX", "bad port"),
+        ("imaps://rep@127.0.0.1/INBOX?tls=none", "tls=none"),
+        ("imap://rep@127.0.0.1/INBOX?folder=x", "tls=none"),
+    ],
+)
+def test_scan_refuses_an_unusable_imap_url(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    url: str,
+    message: str,
+) -> None:
+    monkeypatch.setenv(IMAP_PASSWORD_ENV, "pw")
+    status, _, err = run(capsys, "scan", url, "--store", str(tmp_path / "s.db"))
+    assert status == 2
+    assert_clean_error(err)
+    assert message in err
+    assert "secret" not in err  # a password given in the URL is never echoed
+
+
+@pytest.mark.parametrize("variables", [(), (IMAP_PASSWORD_ENV, IMAP_TOKEN_ENV)])
+def test_scan_imap_needs_exactly_one_credential(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    variables: tuple[str, ...],
+) -> None:
+    monkeypatch.delenv(IMAP_PASSWORD_ENV, raising=False)
+    monkeypatch.delenv(IMAP_TOKEN_ENV, raising=False)
+    for name in variables:
+        monkeypatch.setenv(name, "x")
+    url = "imap://rep@127.0.0.1/INBOX?tls=none"
+    status, _, err = run(capsys, "scan", url, "--store", str(tmp_path / "s.db"))
+    assert status == 2
+    assert_clean_error(err)
+    assert IMAP_PASSWORD_ENV in err
+    assert IMAP_TOKEN_ENV in err
