@@ -90,6 +90,8 @@ class PollResult:
         batches: batches committed.
         errors: human-readable failures; the batch that failed was not acknowledged, so its
             messages come again at the next poll.
+        more: True when the poll stopped at `max_batches` while the source had more to give:
+            poll again at once.
     """
 
     seen: int = 0
@@ -99,6 +101,7 @@ class PollResult:
     duplicates: int = 0
     batches: int = 0
     errors: tuple[str, ...] = ()
+    more: bool = False
 
 
 @attrs.frozen
@@ -167,6 +170,10 @@ class ReplyTracker:
         max_attempts: hook attempts before an outbox entry is parked as dead.
         retry_base: the first retry delay; it doubles with each attempt ...
         retry_cap: ... up to this.
+        claim_for: how long a hook delivery is reserved for the worker making it: the one
+            that processed the message, or the one whose `retry_pending` took it. Past that
+            (the worker died), another worker's `retry_pending` delivers it. Keep it well
+            above the time a hook call takes.
         subject_window: enables the low-confidence subject heuristic of the `Correlator`.
         origin_header: the header `stamp` repeats the minted Message-ID in, for
             `learn_sent` (default `ORIGIN_HEADER`); ``None`` leaves it out, and then
@@ -189,6 +196,7 @@ class ReplyTracker:
         max_attempts: int = 8,
         retry_base: _dt.timedelta = _dt.timedelta(seconds=30),
         retry_cap: _dt.timedelta = _dt.timedelta(hours=6),
+        claim_for: _dt.timedelta = _dt.timedelta(minutes=5),
         subject_window: _dt.timedelta | None = None,
         origin_header: str | None = ORIGIN_HEADER,
     ) -> None:
@@ -196,6 +204,8 @@ class ReplyTracker:
             raise ConfigError(f"max_attempts must be at least 1, not {max_attempts}")
         if retry_base <= _dt.timedelta(0) or retry_cap < retry_base:
             raise ConfigError("retry_base must be positive and retry_cap at least retry_base")
+        if claim_for <= _dt.timedelta(0):
+            raise ConfigError(f"claim_for must be positive, not {claim_for!r}")
         for name, hook in (("campaign_stop", campaign_stop), ("crm_log", crm_log)):
             if hook is not None and not callable(hook):
                 raise ConfigError(f"{name} must be callable, not {type(hook).__name__}")
@@ -211,6 +221,7 @@ class ReplyTracker:
         self._max_attempts = max_attempts
         self._retry_base = retry_base
         self._retry_cap = retry_cap
+        self._claim_for = claim_for
         self.correlator = Correlator(
             store, generator, own_addresses=own_addresses, subject_window=subject_window
         )
@@ -432,6 +443,7 @@ class ReplyTracker:
         """
         counts = {"seen": 0, "matched": 0, "events": 0, "own": 0, "duplicates": 0, "batches": 0}
         errors: list[str] = []
+        more = False
         cursor = self.store.load_cursor(source.name)
         while max_batches is None or counts["batches"] < max_batches:
             try:
@@ -442,6 +454,7 @@ class ReplyTracker:
             except (SourceError, StoreError) as exc:
                 log.warning("poll of %s stopped: %s", source.name, exc)
                 errors.append(f"{type(exc).__name__}: {exc}")
+                more = False  # poll again later, not at once
                 break
             cursor = batch.cursor
             counts["batches"] += 1
@@ -452,9 +465,10 @@ class ReplyTracker:
             counts["matched"] += len(matched)
             counts["events"] += len(matched)
             self._dispatch(queued)
-            if not batch.more:
+            more = batch.more
+            if not more:
                 break
-        return PollResult(**counts, errors=tuple(errors))
+        return PollResult(**counts, errors=tuple(errors), more=more)
 
     def learn_sent(
         self, source: MailboxSource, *, limit: int = 100, max_batches: int | None = None
@@ -515,6 +529,11 @@ class ReplyTracker:
     def retry_pending(self, *, limit: int = 100) -> RetryResult:
         """Deliver again the outbox entries whose hooks failed and whose retry time has come.
 
+        Also delivers entries whose worker died between storing a decision and calling the
+        hooks, once their claim (`claim_for`) ran out. Entries are claimed first
+        (`Store.claim_outbox`), so workers sharing a store never deliver the same entry at
+        once.
+
         Args:
             limit: the most entries to try in this call.
 
@@ -522,7 +541,8 @@ class ReplyTracker:
             How many were delivered, failed again, or were parked as dead.
         """
         outcomes: list[_Outcome] = []
-        for entry in self.store.due_outbox(self._now(), limit):
+        now = self._now()
+        for entry in self.store.claim_outbox(now, now + self._claim_for, limit):
             try:
                 event = ReplyEvent.from_json(entry.payload)
             except ParseError as exc:
@@ -676,7 +696,11 @@ class ReplyTracker:
                     tx.record_incoming(d.incoming_id, d.sent_id)
                 payload = d.event.to_json()
                 for hook in d.hooks:
-                    entry_id = tx.enqueue(d.event.event_id, hook, payload, now)
+                    # Due only once this worker's claim runs out: it calls the hook itself
+                    # right after the commit, and no other worker's retry should meanwhile.
+                    entry_id = tx.enqueue(
+                        d.event.event_id, hook, payload, now, due_at=now + self._claim_for
+                    )
                     if entry_id is not None:
                         queued.append((entry_id, hook, d.event))
             if cursor is not None:

@@ -200,7 +200,7 @@ def test_processes_writing_at_once_lose_nothing_and_duplicate_nothing(db: Path) 
     # Each shared ledger key was new for exactly one process.
     assert sum(r["fresh"] for r in results) == rounds
     with SQLiteStore(db) as store:
-        assert store.schema_version == 1
+        assert store.schema_version == LATEST
         for name in "abc":
             ids = [f"{name}-{i}@x.example" for i in range(rounds)]
             assert len(store.find_sent(ids)) == rounds
@@ -209,7 +209,7 @@ def test_processes_writing_at_once_lose_nothing_and_duplicate_nothing(db: Path) 
         assert store.load_cursor("shared-source") in {f"{n}:{rounds - 1}" for n in "abc"}
     conn = raw(db)
     try:
-        assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == 1
+        assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == LATEST
     finally:
         conn.close()
 
@@ -228,8 +228,11 @@ def test_a_store_must_not_cross_a_fork(db: Path, monkeypatch: pytest.MonkeyPatch
 # --------------------------------------------------------------------------------------------
 
 
-V2 = Migration(
-    2,
+#: The schema version this replytrack writes; the tests add a step after it.
+LATEST = SQLiteStore.MIGRATIONS[-1].version
+
+NEXT = Migration(
+    LATEST + 1,
     "a campaign column on sends, and a notes table",
     (
         "ALTER TABLE sends ADD COLUMN campaign TEXT",
@@ -239,37 +242,58 @@ V2 = Migration(
 )
 
 
-class StoreV2(SQLiteStore):
-    MIGRATIONS: ClassVar[tuple[Migration, ...]] = (*SQLiteStore.MIGRATIONS, V2)
+class StoreNext(SQLiteStore):
+    MIGRATIONS: ClassVar[tuple[Migration, ...]] = (*SQLiteStore.MIGRATIONS, NEXT)
+
+
+class StoreV1(SQLiteStore):
+    """The store as replytrack 0.1's first schema wrote it."""
+
+    MIGRATIONS: ClassVar[tuple[Migration, ...]] = SQLiteStore.MIGRATIONS[:1]
 
 
 def test_a_new_file_gets_the_current_schema(db: Path) -> None:
     with SQLiteStore(db) as store:
-        assert store.schema_version == 1
+        assert store.schema_version == LATEST
 
 
 def test_opening_migrates_forward_and_keeps_the_data(db: Path) -> None:
     with SQLiteStore(db) as store:
         store.record_sent(sent("s1@x.example", "c42:p7"))
-    with StoreV2(db) as store:
-        assert store.schema_version == 2
+    with StoreNext(db) as store:
+        assert store.schema_version == LATEST + 1
         assert store.find_sent(["s1@x.example"])
     conn = raw(db)
     try:
         assert conn.execute("SELECT campaign FROM sends").fetchall() == [("c42",)]
         assert conn.execute("SELECT version, description FROM schema_migrations").fetchall() == [
-            (1, SQLiteStore.MIGRATIONS[0].description),
-            (2, V2.description),
+            *((m.version, m.description) for m in SQLiteStore.MIGRATIONS),
+            (NEXT.version, NEXT.description),
         ]
     finally:
         conn.close()
     # Opening again migrates nothing.
-    with StoreV2(db) as store:
-        assert store.schema_version == 2
+    with StoreNext(db) as store:
+        assert store.schema_version == LATEST + 1
+
+
+def test_a_first_schema_file_gains_leases_and_keeps_its_outbox(db: Path) -> None:
+    with StoreV1(db) as store:
+        store.record_sent(sent("s1@x.example"))
+        with store.transaction() as tx:
+            tx.mark_processed("k1", T0)
+            tx.enqueue("ev-1", "crm_log", b"{}", T0)
+    with SQLiteStore(db) as store:
+        assert store.schema_version == LATEST
+        assert store.is_processed("k1")
+        (entry,) = store.claim_outbox(T0, T0 + dt.timedelta(minutes=5))
+        assert entry.event_id == "ev-1"
+        assert store.claim_source("inbox", "w1", T0, T0 + dt.timedelta(minutes=5))
+        assert store.prune(T0 + dt.timedelta(seconds=1)).ledger == 1
 
 
 def test_a_file_newer_than_the_code_is_refused(db: Path) -> None:
-    with StoreV2(db):
+    with StoreNext(db):
         pass
     with pytest.raises(StoreError, match="newer"):
         SQLiteStore(db)
@@ -279,7 +303,7 @@ def test_a_failing_migration_changes_nothing(db: Path) -> None:
     class Broken(SQLiteStore):
         MIGRATIONS: ClassVar[tuple[Migration, ...]] = (
             *SQLiteStore.MIGRATIONS,
-            Migration(2, "half done", ("CREATE TABLE half (x)", "THIS IS NOT SQL")),
+            Migration(LATEST + 1, "half done", ("CREATE TABLE half (x)", "THIS IS NOT SQL")),
         )
 
     with SQLiteStore(db) as store:
@@ -287,7 +311,7 @@ def test_a_failing_migration_changes_nothing(db: Path) -> None:
     with pytest.raises(StoreError, match="syntax error"):
         Broken(db)
     with SQLiteStore(db) as store:
-        assert store.schema_version == 1
+        assert store.schema_version == LATEST
         assert store.find_sent(["s1@x.example"])
     conn = raw(db)
     try:
@@ -300,7 +324,7 @@ def test_migrations_must_be_numbered_from_one_without_gaps(db: Path) -> None:
     class Gap(SQLiteStore):
         MIGRATIONS: ClassVar[tuple[Migration, ...]] = (
             *SQLiteStore.MIGRATIONS,
-            Migration(3, "skips 2", ()),
+            Migration(LATEST + 2, "skips one", ()),
         )
 
     with pytest.raises(ConfigError, match="1, 2, 3"):

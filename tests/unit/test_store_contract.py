@@ -1,11 +1,8 @@
 """The store contract: every `Store` implementation passes this same suite.
 
 Each test takes the ``store`` fixture, which runs it once per entry of `STORES`. A new backend
-joins with one line there, e.g. for PostgreSQL::
-
-    "postgres": lambda request, tmp_path: PostgresStore(request.getfixturevalue("pg_dsn")),
-
-(the factory may skip through ``pytest.skip`` when its server is missing). Behaviour that only
+joins with one line there (the factory may skip through ``pytest.skip`` when its server is
+missing, as PostgreSQL's does through ``servers.server_missing``). Behaviour that only
 one backend has (files, WAL, processes) is tested beside that backend, not here.
 """
 
@@ -25,6 +22,7 @@ from replytrack.store import (
     MemoryStore,
     OutboxEntry,
     OutboxState,
+    Pruned,
     SentMessage,
     SQLiteStore,
     Store,
@@ -32,10 +30,20 @@ from replytrack.store import (
 
 StoreFactory = Callable[[pytest.FixtureRequest, Path], Store]
 
+
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """A PostgresStore on a fresh database of the session's server (skips, or fails in CI,
+    without one: the ``postgres_dsn`` fixture in conftest.py)."""
+    from replytrack.store.postgres import PostgresStore  # noqa: PLC0415 (an optional extra)
+
+    return PostgresStore(request.getfixturevalue("postgres_dsn"))
+
+
 STORES: dict[str, StoreFactory] = {
     "memory": lambda request, tmp_path: MemoryStore(),
     "sqlite-file": lambda request, tmp_path: SQLiteStore(tmp_path / "store.db"),
     "sqlite-memory": lambda request, tmp_path: SQLiteStore(":memory:"),
+    "postgres": _postgres,
 }
 
 UTC = dt.timezone.utc
@@ -658,6 +666,165 @@ def test_the_outbox_refuses_text_payloads_and_naive_times(store: Store) -> None:
 
 def test_find_outbox_of_an_unknown_event_is_empty(store: Store) -> None:
     assert store.find_outbox("nope") == []
+
+
+def test_an_entry_may_be_enqueued_due_later(store: Store) -> None:
+    later = T0 + dt.timedelta(minutes=5)
+    with store.transaction() as tx:
+        entry_id = tx.enqueue("ev-1", "crm_log", b"{}", T0, due_at=later)
+    assert store.due_outbox(later - dt.timedelta(microseconds=1)) == []
+    (entry,) = store.due_outbox(later)
+    assert (entry.entry_id, entry.created_at, entry.next_attempt_at) == (entry_id, T0, later)
+
+
+# --------------------------------------------------------------------------------------------
+# Work sharing: outbox claims and source leases
+# --------------------------------------------------------------------------------------------
+
+LEASE = dt.timedelta(minutes=5)
+
+
+def test_a_claim_takes_due_entries_until_it_runs_out(store: Store) -> None:
+    first, second = enqueue(store, "ev-1"), enqueue(store, "ev-2", now=T0 + dt.timedelta(1))
+    claimed = store.claim_outbox(T0, T0 + LEASE)
+    assert [e.entry_id for e in claimed] == [first]
+    assert claimed[0].next_attempt_at == T0  # as it was when claimed
+    assert claimed[0].attempts == 0
+    assert store.claim_outbox(T0, T0 + LEASE) == []  # taken: nobody else gets it
+    assert store.due_outbox(T0 + LEASE - dt.timedelta(microseconds=1)) == []
+    (again,) = store.claim_outbox(T0 + LEASE, T0 + 2 * LEASE)  # the claimant died
+    assert again.entry_id == first
+    store.mark_delivered(first, T0 + LEASE)
+    later = T0 + dt.timedelta(days=2)
+    assert [e.entry_id for e in store.claim_outbox(later, later + LEASE)] == [second]
+
+
+def test_a_claim_respects_the_limit_and_the_order(store: Store) -> None:
+    ids = [enqueue(store, f"ev-{n}", now=T0 + dt.timedelta(seconds=10 - n)) for n in range(5)]
+    later = T0 + dt.timedelta(minutes=1)
+    first = store.claim_outbox(later, later + LEASE, limit=2)
+    assert [e.entry_id for e in first] == [ids[4], ids[3]]  # longest due first
+    rest = store.claim_outbox(later, later + LEASE, limit=10)
+    assert [e.entry_id for e in rest] == [ids[2], ids[1], ids[0]]
+
+
+def test_a_claimed_entry_failing_is_due_at_its_retry_time(store: Store) -> None:
+    entry_id = enqueue(store, "ev-1")
+    store.claim_outbox(T0, T0 + LEASE)
+    retry_at = T0 + dt.timedelta(seconds=30)
+    store.mark_failed(entry_id, "CRM down", retry_at)
+    (entry,) = store.claim_outbox(retry_at, retry_at + LEASE)
+    assert (entry.entry_id, entry.attempts) == (entry_id, 1)
+
+
+def test_concurrent_claims_never_share_an_entry(store: Store) -> None:
+    for n in range(60):
+        enqueue(store, f"ev-{n}")
+    got: list[list[int]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(4)
+
+    def claim() -> None:
+        start.wait()
+        mine: list[int] = []
+        while batch := store.claim_outbox(T0, T0 + LEASE, limit=3):
+            mine += [e.entry_id for e in batch]
+        with lock:
+            got.append(mine)
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [i for mine in got for i in mine]
+    assert len(every) == len(set(every)) == 60
+
+
+def test_claims_refuse_a_lease_that_does_not_end_later(store: Store) -> None:
+    with pytest.raises(ConfigError):
+        store.claim_outbox(T0, T0)
+    with pytest.raises(ConfigError):
+        store.claim_source("inbox", "w1", T0, T0 - LEASE)
+    with pytest.raises(ConfigError):
+        store.claim_source("inbox", "w1", dt.datetime(2026, 1, 1), T0)
+    with pytest.raises(ConfigError):
+        store.claim_source("inbox", "", T0, T0 + LEASE)
+
+
+def test_a_source_lease_is_exclusive_renewable_and_expires(store: Store) -> None:
+    assert store.claim_source("inbox", "w1", T0, T0 + LEASE)
+    assert not store.claim_source("inbox", "w2", T0 + dt.timedelta(minutes=1), T0 + 2 * LEASE)
+    assert store.claim_source("inbox", "w1", T0 + dt.timedelta(minutes=4), T0 + 2 * LEASE)
+    assert not store.claim_source("inbox", "w2", T0 + LEASE, T0 + 3 * LEASE)  # renewed
+    assert store.claim_source("inbox", "w2", T0 + 2 * LEASE, T0 + 3 * LEASE)  # w1 died
+    assert store.claim_source("other", "w1", T0, T0 + LEASE)  # per source
+
+
+def test_a_released_source_is_free_and_only_the_holder_releases(store: Store) -> None:
+    assert store.claim_source("inbox", "w1", T0, T0 + LEASE)
+    store.release_source("inbox", "w2")  # not its lease: nothing happens
+    assert not store.claim_source("inbox", "w2", T0, T0 + LEASE)
+    store.release_source("inbox", "w1")
+    store.release_source("inbox", "w1")  # twice is fine
+    assert store.claim_source("inbox", "w2", T0, T0 + LEASE)
+    store.release_source("never-claimed", "w1")
+
+
+def test_concurrent_claims_of_a_free_source_have_one_winner(store: Store) -> None:
+    start = threading.Barrier(6)
+    won: list[str] = []
+
+    def claim(worker: str) -> None:
+        start.wait()
+        if store.claim_source("inbox", worker, T0, T0 + LEASE):
+            won.append(worker)
+
+    threads = [threading.Thread(target=claim, args=(f"w{n}",)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Retention
+# --------------------------------------------------------------------------------------------
+
+
+def test_prune_deletes_old_ledger_keys_and_delivered_entries_only(store: Store) -> None:
+    store.record_sent(sent())
+    with store.transaction() as tx:
+        tx.mark_processed("old", T0)
+        tx.mark_processed("new", T0 + dt.timedelta(days=40))
+        tx.record_incoming("reply@p.example", "s1@mail.example.com")
+    delivered, dead, pending = (enqueue(store, f"ev-{n}") for n in range(3))
+    store.mark_delivered(delivered, T0)
+    store.mark_dead(dead, "gave up", T0)
+    store.save_cursor("inbox", "c")
+    store.claim_source("inbox", "w1", T0, T0 + LEASE)
+
+    pruned = store.prune(T0 + dt.timedelta(days=30))
+    assert (pruned.ledger, pruned.outbox) == (1, 1)
+    assert not store.is_processed("old")
+    assert store.is_processed("new")
+    assert store.find_outbox("ev-0") == []
+    assert [e.entry_id for e in store.dead_outbox()] == [dead]
+    assert [e.entry_id for e in store.due_outbox(T0)] == [pending]
+    assert store.find_sent(["s1@mail.example.com"])
+    assert store.find_incoming(["reply@p.example"])
+    assert store.load_cursor("inbox") == "c"
+    assert not store.claim_source("inbox", "w2", T0, T0 + LEASE)
+    assert store.prune(T0 + dt.timedelta(days=30)) == Pruned(0, 0)
+    with pytest.raises(ConfigError):
+        store.prune(dt.datetime(2026, 1, 1))
+
+
+def test_a_pruned_event_may_be_enqueued_again(store: Store) -> None:
+    store.mark_delivered(enqueue(store, "ev-1"), T0)
+    store.prune(T0 + dt.timedelta(days=1))
+    assert enqueue(store, "ev-1") is not None
 
 
 # --------------------------------------------------------------------------------------------

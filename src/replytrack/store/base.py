@@ -25,6 +25,14 @@ Rule 6: every failure of the backend surfaces as `StoreError` (the backend's exc
         ``__cause__``); calling the API wrongly (a naive datetime, an unknown outbox entry, a
         closed store) raises `ConfigError`. A write refused with `ConfigError` has written
         nothing: the transaction around it may go on or roll back, as the caller decides.
+Rule 7: several workers may share one store (processes, machines). A source is polled by the
+        worker holding its lease (`Store.claim_source`); a lease ends when released or when it
+        expires, so a dead worker's sources are taken over. Outbox entries are handed to one
+        caller at a time by `Store.claim_outbox`, which makes them due again only when the
+        claim runs out: an entry whose worker died is retried, one being delivered is not
+        delivered twice meanwhile.
+Rule 8: retention: `Store.prune` deletes ledger keys and delivered outbox entries older than a
+        horizon. Sends, aliases, incoming ties, cursors, leases and dead entries are kept.
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ __all__ = [
     "BaseStore",
     "OutboxEntry",
     "OutboxState",
+    "Pruned",
     "SentMessage",
     "Store",
     "Transaction",
@@ -341,6 +350,19 @@ class OutboxEntry:
     finished_at: _dt.datetime | None
 
 
+@attrs.frozen
+class Pruned:
+    """What `Store.prune` deleted.
+
+    Attributes:
+        ledger: processed-ledger keys.
+        outbox: delivered outbox entries.
+    """
+
+    ledger: int = 0
+    outbox: int = 0
+
+
 def payload_bytes(value: bytes | bytearray | memoryview) -> bytes:
     """Check an outbox payload.
 
@@ -383,6 +405,18 @@ def check_cursor(value: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"a cursor must be a str, not {type(value).__name__}")
     return value
+
+
+def check_lease(now: _dt.datetime, until: _dt.datetime) -> tuple[_dt.datetime, _dt.datetime]:
+    """Check the times of a claim: both aware, `until` after `now`; returned in UTC.
+
+    Raises:
+        ConfigError: a datetime is naive, or `until` is not after `now`.
+    """
+    moment, expiry = aware_utc(now, "now"), aware_utc(until, "until")
+    if expiry <= moment:
+        raise ConfigError(f"a claim must end after it starts: until={until!r}, now={now!r}")
+    return moment, expiry
 
 
 def check_limit(value: int, name: str = "limit") -> int:
@@ -469,8 +503,25 @@ class Transaction(Protocol):
         """
         ...
 
-    def enqueue(self, event_id: str, hook: str, payload: bytes, now: _dt.datetime) -> int | None:
-        """Add a pending delivery of `payload` to `hook`, due at `now`.
+    def enqueue(
+        self,
+        event_id: str,
+        hook: str,
+        payload: bytes,
+        now: _dt.datetime,
+        *,
+        due_at: _dt.datetime | None = None,
+    ) -> int | None:
+        """Add a pending delivery of `payload` to `hook`, created at `now` and due at `due_at`.
+
+        Args:
+            event_id: the event's idempotency key.
+            hook: the hook's name.
+            payload: the serialised event.
+            now: the entry's creation time.
+            due_at: when `Store.due_outbox` and `Store.claim_outbox` first offer it
+                (default `now`). The tracker enqueues entries it is about to deliver itself
+                due a little later, so that no other worker's retry takes them meanwhile.
 
         Returns:
             The new entry's id, or ``None`` when (`event_id`, `hook`) is in the outbox
@@ -631,6 +682,27 @@ class Store(Protocol):
         """See `Transaction.mark_dead`."""
         ...
 
+    def claim_outbox(
+        self, now: _dt.datetime, until: _dt.datetime, limit: int = 100
+    ) -> list[OutboxEntry]:
+        """Take pending entries due at `now` for one caller, so that no other caller gets them.
+
+        Atomically selects up to `limit` entries as `due_outbox` does and makes them due
+        again only at `until` (their ``next_attempt_at``; attempts are not counted): a claim
+        that runs out makes an entry due again, for a caller that died before marking it
+        (module Rule 7). The caller marks each entry delivered, failed or dead. Two callers,
+        in any processes, never get the same entry before `until`; a backend with row locks
+        skips the rows another claim is taking (PostgreSQL ``FOR UPDATE SKIP LOCKED``).
+
+        Returns:
+            The entries as they were when claimed (``next_attempt_at`` the old due time),
+            longest-due first.
+
+        Raises:
+            ConfigError: `until` is not after `now`, or a datetime is naive.
+        """
+        ...
+
     # -- cursors -----------------------------------------------------------------------------
 
     def load_cursor(self, source: str) -> str | None:
@@ -639,6 +711,55 @@ class Store(Protocol):
 
     def save_cursor(self, source: str, cursor: str) -> None:
         """See `Transaction.save_cursor`."""
+        ...
+
+    # -- work sharing and retention ------------------------------------------------------------
+
+    def claim_source(
+        self, source: str, worker: str, now: _dt.datetime, until: _dt.datetime
+    ) -> bool:
+        """Lease `source` to `worker` until `until`, unless another worker's lease holds at `now`.
+
+        Atomic across every process and machine sharing the store (module Rule 7): of two
+        workers claiming a free source at once, exactly one gets it. A worker renews its own
+        lease by claiming again; a lease that expired (``until`` at or before `now`) is free.
+
+        Args:
+            source: the source's name (the cursor key).
+            worker: the claiming worker's id, unique among the live workers.
+            now: the current time, by the caller's clock.
+            until: when the lease ends unless renewed; after `now`.
+
+        Returns:
+            True when `worker` holds the lease on return, False when another worker does.
+
+        Raises:
+            ConfigError: `until` is not after `now`, a datetime is naive, or a name is empty.
+        """
+        ...
+
+    def release_source(self, source: str, worker: str) -> None:
+        """End `worker`'s lease on `source`.
+
+        A no-op when it holds none: the lease ran out and another worker took it, or it was
+        released already.
+        """
+        ...
+
+    def prune(self, before: _dt.datetime) -> Pruned:
+        """Delete ledger keys processed, and outbox entries delivered, before `before`.
+
+        What only matters for a while (module Rule 8). A message whose ledger key was pruned
+        and that a source delivers again (a rescan reaching further back than the horizon) is
+        processed again: its event comes again, with the same ``event_id``. Keep the horizon
+        well beyond the sources' rescan window.
+
+        Returns:
+            How many rows were deleted.
+
+        Raises:
+            ConfigError: `before` is naive.
+        """
         ...
 
     # -- the unit of work and the lifecycle ---------------------------------------------------

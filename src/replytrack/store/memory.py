@@ -6,8 +6,8 @@ Rule 1: every operation holds one re-entrant lock, and a transaction holds it fr
 Rule 2: a transaction applies its writes as it goes and records how to undo each; an
         exception in the block undoes them in reverse, so none remain ("applies on
         successful exit only"). Nothing is copied per transaction.
-Rule 3: memory grows with what is recorded; nothing is ever dropped. Use `SQLiteStore` for
-        anything long-lived.
+Rule 3: memory grows with what is recorded; nothing is dropped but what `MemoryStore.prune`
+        deletes. Use `SQLiteStore` for anything long-lived.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from replytrack.store.base import (
     BaseStore,
     OutboxEntry,
     OutboxState,
+    Pruned,
     SentMessage,
     Transaction,
     address_keys,
@@ -33,6 +34,7 @@ from replytrack.store.base import (
     canonical_id,
     check_cursor,
     check_key,
+    check_lease,
     check_limit,
     check_text,
     group_lookup_ids,
@@ -88,6 +90,7 @@ class MemoryStore(BaseStore):
         self._pending: set[int] = set()
         self._dead: set[int] = set()
         self._cursors: dict[str, str] = {}
+        self._leases: dict[str, tuple[str, _dt.datetime]] = {}  # source -> (worker, expiry)
 
     def _close(self) -> None:
         with self._lock:
@@ -285,6 +288,64 @@ class MemoryStore(BaseStore):
             self._check_open()
             return self._cursors.get(source)
 
+    # -- work sharing and retention ------------------------------------------------------------
+
+    def claim_outbox(
+        self, now: _dt.datetime, until: _dt.datetime, limit: int = 100
+    ) -> list[OutboxEntry]:
+        """See `replytrack.store.Store.claim_outbox`."""
+        moment, expiry = check_lease(now, until)
+        with self.transaction() as tx:  # under the lock: claims never overlap
+            assert isinstance(tx, _MemoryTransaction)  # noqa: S101 (our own transaction)
+            claimed = self.due_outbox(moment, limit)
+            for entry in claimed:
+                tx._put(attrs.evolve(entry, next_attempt_at=expiry))
+        return claimed
+
+    def claim_source(
+        self, source: str, worker: str, now: _dt.datetime, until: _dt.datetime
+    ) -> bool:
+        """See `replytrack.store.Store.claim_source`."""
+        check_key(source, "source")
+        check_key(worker, "worker")
+        moment, expiry = check_lease(now, until)
+        with self.transaction():
+            holder = self._leases.get(source)
+            if holder is not None and holder[0] != worker and holder[1] > moment:
+                return False
+            self._set(self._leases, source, (worker, expiry))
+            return True
+
+    def release_source(self, source: str, worker: str) -> None:
+        """See `replytrack.store.Store.release_source`."""
+        check_key(source, "source")
+        check_key(worker, "worker")
+        with self._lock:
+            self._check_open()
+            holder = self._leases.get(source)
+            if holder is not None and holder[0] == worker:
+                del self._leases[source]
+
+    def prune(self, before: _dt.datetime) -> Pruned:
+        """See `replytrack.store.Store.prune`."""
+        cutoff = aware_utc(before, "before")
+        with self._lock:
+            self._check_open()
+            keys = [key for key, at in self._processed.items() if at < cutoff]
+            for key in keys:
+                del self._processed[key]
+            entries = [
+                entry
+                for entry in self._outbox.values()
+                if entry.state is OutboxState.DELIVERED
+                and entry.finished_at is not None
+                and entry.finished_at < cutoff
+            ]
+            for entry in entries:
+                del self._outbox[entry.entry_id]
+                del self._outbox_keys[(entry.event_id, entry.hook)]
+        return Pruned(ledger=len(keys), outbox=len(entries))
+
 
 class _MemoryTransaction:
     """The writes of one `MemoryStore` transaction (see `replytrack.store.Transaction`)."""
@@ -351,12 +412,21 @@ class _MemoryTransaction:
         s._set(s._processed, key, at)
         return True
 
-    def enqueue(self, event_id: str, hook: str, payload: bytes, now: _dt.datetime) -> int | None:
+    def enqueue(
+        self,
+        event_id: str,
+        hook: str,
+        payload: bytes,
+        now: _dt.datetime,
+        *,
+        due_at: _dt.datetime | None = None,
+    ) -> int | None:
         """See `replytrack.store.Transaction.enqueue`."""
         s = self._check()
         pair = (check_key(event_id, "event_id"), check_key(hook, "hook"))
         body = payload_bytes(payload)
         moment = aware_utc(now, "now")
+        due = moment if due_at is None else aware_utc(due_at, "due_at")
         if pair in s._outbox_keys:
             return None
         entry_id = s._next("entry")
@@ -368,7 +438,7 @@ class _MemoryTransaction:
             state=OutboxState.PENDING,
             attempts=0,
             created_at=moment,
-            next_attempt_at=moment,
+            next_attempt_at=due,
             last_error=None,
             finished_at=None,
         )

@@ -52,6 +52,7 @@ from replytrack.store.base import (
     BaseStore,
     OutboxEntry,
     OutboxState,
+    Pruned,
     SentMessage,
     Transaction,
     address_keys,
@@ -59,6 +60,7 @@ from replytrack.store.base import (
     canonical_id,
     check_cursor,
     check_key,
+    check_lease,
     check_limit,
     check_text,
     from_micros,
@@ -166,6 +168,20 @@ _V1 = Migration(
             source TEXT PRIMARY KEY,
             cursor TEXT NOT NULL
         ) WITHOUT ROWID""",
+    ),
+)
+
+_V2 = Migration(
+    2,
+    "leases for work sharing; indexes for retention",
+    (
+        """CREATE TABLE leases (
+            source TEXT PRIMARY KEY,
+            worker TEXT NOT NULL,
+            expires_at INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX processed_at ON processed (processed_at)",
+        "CREATE INDEX outbox_delivered ON outbox (finished_at) WHERE state = 'delivered'",
     ),
 )
 
@@ -327,7 +343,7 @@ class SQLiteStore(BaseStore):
     """
 
     #: The schema's forward steps, oldest first. A subclass may append its own.
-    MIGRATIONS: ClassVar[tuple[Migration, ...]] = (_V1,)
+    MIGRATIONS: ClassVar[tuple[Migration, ...]] = (_V1, _V2)
 
     def __init__(
         self,
@@ -649,6 +665,86 @@ class SQLiteStore(BaseStore):
             row = conn.execute("SELECT cursor FROM cursors WHERE source = ?", (source,)).fetchone()
         return None if row is None else str(row[0])
 
+    # -- work sharing and retention ------------------------------------------------------------
+
+    def claim_outbox(
+        self, now: _dt.datetime, until: _dt.datetime, limit: int = 100
+    ) -> list[OutboxEntry]:
+        """See `replytrack.store.Store.claim_outbox`.
+
+        The select and the update run under SQLite's write lock (``BEGIN IMMEDIATE``), which
+        every process sharing the file takes in turn: two claims never overlap.
+        """
+        moment, expiry = check_lease(now, until)
+        check_limit(limit)
+        with self.transaction() as tx:
+            assert isinstance(tx, _SQLiteTransaction)  # noqa: S101 (our own transaction)
+            db = tx._db()
+            rows = db.execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox"  # noqa: S608 (fixed names)
+                " WHERE state = 'pending' AND next_attempt_at <= ?"
+                " ORDER BY next_attempt_at, id LIMIT ?",
+                (to_micros(moment), limit),
+            ).fetchall()
+            db.executemany(
+                "UPDATE outbox SET next_attempt_at = ? WHERE id = ?",
+                [(to_micros(expiry), row[0]) for row in rows],
+            )
+        return [_entry_from_row(r) for r in rows]
+
+    def claim_source(
+        self, source: str, worker: str, now: _dt.datetime, until: _dt.datetime
+    ) -> bool:
+        """See `replytrack.store.Store.claim_source`."""
+        check_key(source, "source")
+        check_key(worker, "worker")
+        moment, expiry = check_lease(now, until)
+        with self.transaction() as tx:
+            assert isinstance(tx, _SQLiteTransaction)  # noqa: S101 (our own transaction)
+            cursor = tx._db().execute(
+                "INSERT INTO leases (source, worker, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (source) DO UPDATE SET worker = excluded.worker,"
+                " expires_at = excluded.expires_at"
+                " WHERE leases.worker = excluded.worker OR leases.expires_at <= ?",
+                (source, worker, to_micros(expiry), to_micros(moment)),
+            )
+            return cursor.rowcount == 1
+
+    def release_source(self, source: str, worker: str) -> None:
+        """See `replytrack.store.Store.release_source`."""
+        check_key(source, "source")
+        check_key(worker, "worker")
+        with self.transaction() as tx:
+            assert isinstance(tx, _SQLiteTransaction)  # noqa: S101 (our own transaction)
+            tx._db().execute(
+                "DELETE FROM leases WHERE source = ? AND worker = ?", (source, worker)
+            )
+
+    def prune(self, before: _dt.datetime) -> Pruned:
+        """See `replytrack.store.Store.prune`.
+
+        Deletes in chunks of `CHUNK` rows, one short transaction each, so that workers
+        writing meanwhile wait for the write lock only briefly.
+        """
+        cutoff = to_micros(aware_utc(before, "before"))
+        counts = []
+        for statement in (
+            "DELETE FROM processed WHERE key IN (SELECT key FROM processed"
+            " WHERE processed_at < ? LIMIT ?)",
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
+            " WHERE state = 'delivered' AND finished_at < ? LIMIT ?)",
+        ):
+            total = 0
+            while True:
+                with self.transaction() as tx:
+                    assert isinstance(tx, _SQLiteTransaction)  # noqa: S101 (our own)
+                    deleted = tx._db().execute(statement, (cutoff, CHUNK)).rowcount
+                total += deleted
+                if deleted < CHUNK:
+                    break
+            counts.append(total)
+        return Pruned(ledger=counts[0], outbox=counts[1])
+
 
 class _SQLiteTransaction:
     """The writes of one `SQLiteStore` transaction (see `replytrack.store.Transaction`)."""
@@ -779,13 +875,22 @@ class _SQLiteTransaction:
         )
         return cursor.rowcount == 1
 
-    def enqueue(self, event_id: str, hook: str, payload: bytes, now: _dt.datetime) -> int | None:
+    def enqueue(
+        self,
+        event_id: str,
+        hook: str,
+        payload: bytes,
+        now: _dt.datetime,
+        *,
+        due_at: _dt.datetime | None = None,
+    ) -> int | None:
         """See `replytrack.store.Transaction.enqueue`."""
         db = self._db()
         check_key(event_id, "event_id")
         check_key(hook, "hook")
         body = payload_bytes(payload)
         moment = to_micros(aware_utc(now, "now"))
+        due = moment if due_at is None else to_micros(aware_utc(due_at, "due_at"))
         # Look first rather than INSERT OR IGNORE: an ignored insert still consumes an
         # AUTOINCREMENT value, and entry ids should not jump on every duplicate.
         if db.execute(
@@ -795,7 +900,7 @@ class _SQLiteTransaction:
         cursor = db.execute(
             "INSERT INTO outbox (event_id, hook, payload, state, attempts,"
             " created_at, next_attempt_at) VALUES (?, ?, ?, 'pending', 0, ?, ?)",
-            (event_id, hook, body, moment, moment),
+            (event_id, hook, body, moment, due),
         )
         return int(cursor.lastrowid or 0)
 
