@@ -321,6 +321,10 @@ def child_delta(block: bytes) -> timedelta:
     return timedelta(microseconds=((word & _TIME_DELTA_MASK) << shift) // 10)
 
 
+# C0 controls and DEL: never part of a header value replytrack writes.
+_CONTROLS: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def thread_topic(subject: str | None) -> str:
     """Return the ``Thread-Topic`` Outlook writes for a subject: the subject without prefixes.
 
@@ -329,8 +333,12 @@ def thread_topic(subject: str | None) -> str:
 
     Returns:
         The bare subject (``"Re: AW: Pricing"`` gives ``"Pricing"``); empty for ``None``.
+        Control characters (CR, LF, NUL ...) become spaces: the result is always safe as a
+        header value.
     """
-    return normalize_subject(subject) if subject else ""
+    if not subject:
+        return ""
+    return normalize_subject(_CONTROLS.sub(" ", subject))
 
 
 def _child_block(delta: int, random: int) -> bytes:

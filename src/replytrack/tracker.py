@@ -69,6 +69,8 @@ CRM_LOG: Final = "crm_log"
 MAX_REFERENCES: Final = 20
 # RFC 5322 section 3.6.8: printable ASCII but the colon.
 _FIELD_NAME: Final = re.compile(r"[!-9;-~]+")
+# What must never reach a header value replytrack writes (header injection).
+_UNSAFE_VALUE: Final = re.compile(r"[\r\n\x00]")
 #: The header `ReplyTracker.stamp` repeats the Message-ID it minted in, by default. Providers
 #: that replace a Message-ID (Microsoft Graph, some relays) keep custom ``X-`` headers, so
 #: `ReplyTracker.learn_sent` can tie the copy in the Sent folder back to the send. It is one of
@@ -748,6 +750,14 @@ class ReplyTracker:
 
 
 def _set(message: email.message.Message, name: str, value: str) -> None:
+    """Replace header `name`; a value that could inject a header (CR, LF, NUL) is refused.
+
+    ``policy.default`` refuses CR and LF itself, but ``compat32`` messages accept anything.
+    """
+    if _UNSAFE_VALUE.search(value):
+        raise ConfigError(
+            f"refusing to write {name}: its value holds CR, LF or NUL: {value!r:.200}"
+        )
     del message[name]
     message[name] = value
 
