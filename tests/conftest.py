@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from servers import Dovecot
+from servers import Dovecot, PostgreSQL
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -47,3 +48,38 @@ _imap_users = itertools.count(1)
 def imap_user(dovecot: Dovecot) -> str:
     """A user name of its own for one test: a fresh, empty mailbox on the session's Dovecot."""
     return f"user{next(_imap_users)}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgreSQL]:
+    """A PostgreSQL server on 127.0.0.1 for the session; skips (fails in CI) without one."""
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    server = PostgreSQL()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def _postgres_database(postgres: PostgreSQL) -> str:
+    """The name of the session's test database (emptied after each test that uses it)."""
+    name = f"replytrack_test_{os.getpid()}"
+    postgres.create_database(name)
+    return name
+
+
+@pytest.fixture
+def postgres_dsn(postgres: PostgreSQL, _postgres_database: str) -> Iterator[str]:
+    """The conninfo of an empty database of the session's server.
+
+    One database serves the session and is emptied after each test (its connections ended,
+    every schema dropped, ``public`` made again): a test starts as on a new database. Measured
+    on the contract suite (73 tests): 11 s this way, 27 s with a database created from
+    ``template0`` and dropped for each test (``CREATE DATABASE`` writes the whole template to
+    disk and the WAL; ``STRATEGY FILE_COPY`` was slower still, for the checkpoint it forces).
+    """
+    try:
+        yield postgres.dsn(_postgres_database)
+    finally:
+        postgres.empty_database(_postgres_database)

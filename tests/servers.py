@@ -1,6 +1,6 @@
 """Real servers for integration tests, started by the tests themselves on 127.0.0.1.
 
-Tests that need a server Debian provides (Dovecot now, PostgreSQL later) call
+Tests that need a server Debian provides (Dovecot, PostgreSQL) call
 `server_missing` when it is not installed: on a developer's laptop the test is skipped with the
 reason, and under ``REPLYTRACK_REQUIRE_SERVERS=1`` (set by ``.ci/run``) it fails, so CI always
 runs them.
@@ -20,6 +20,14 @@ offered on the plain port and implicit TLS listens on `Dovecot.ssl_port`. Withou
 Dovecot runs in a process group of its own, so that `Dovecot.stop` ends every process it
 started, the per-connection ``imap`` processes included: a restart drops the connections, as a
 real server restart does.
+
+`PostgreSQL` runs ``postgres`` on a cluster ``initdb`` made in a temporary directory (or in a
+kept directory, for benchmarks): 127.0.0.1 only, trust authentication for ``user=postgres``,
+the Unix socket in the temporary directory, fsync off unless asked to be durable. Its binaries
+are found through ``pg_config --bindir`` or ``/usr/lib/postgresql/*/bin`` (the newest), or
+``$REPLYTRACK_POSTGRES_BINDIR``. As root (CI) the cluster belongs to the ``postgres`` user
+(PostgreSQL refuses to run as root); as another user, to that user. It stops by a fast
+shutdown (SIGINT to the postmaster, by its pid).
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from typing import NoReturn
 
 import pytest
 
-__all__ = ["REQUIRE_SERVERS", "Dovecot", "server_missing"]
+__all__ = ["REQUIRE_SERVERS", "Dovecot", "PostgreSQL", "server_missing"]
 
 #: Set by ``.ci/run``: a missing server fails the test instead of skipping it.
 REQUIRE_SERVERS = os.environ.get("REPLYTRACK_REQUIRE_SERVERS", "") not in ("", "0")
@@ -411,6 +419,331 @@ class Dovecot:
         """The end of the server's log, for failure messages."""
         try:
             text = (self.base / "dovecot.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL
+# --------------------------------------------------------------------------------------------
+
+#: Where to look for PostgreSQL's server binaries instead of ``pg_config --bindir`` and
+#: ``/usr/lib/postgresql/*/bin`` (a directory; one without ``initdb`` counts as "not installed").
+POSTGRES_BINDIR_VARIABLE = "REPLYTRACK_POSTGRES_BINDIR"
+
+
+def postgres_bindir() -> Path | None:
+    """The directory holding ``initdb``, ``postgres`` and ``pg_ctl``, or ``None``.
+
+    ``$REPLYTRACK_POSTGRES_BINDIR`` when set; else ``pg_config --bindir`` when ``pg_config``
+    is on the PATH and its directory has ``initdb`` (Debian's ``pg_config`` may come from
+    ``libpq-dev`` without a server); else the newest ``/usr/lib/postgresql/<major>/bin``.
+    """
+
+    def complete(path: Path) -> bool:
+        return all((path / name).is_file() for name in ("initdb", "postgres"))
+
+    forced = os.environ.get(POSTGRES_BINDIR_VARIABLE)
+    if forced:
+        return Path(forced) if complete(Path(forced)) else None
+    pg_config = shutil.which("pg_config")
+    if pg_config is not None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            done = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+            )
+            found = Path(done.stdout.strip())
+            if complete(found):
+                return found
+    versions = []
+    for candidate in Path("/usr/lib/postgresql").glob("*/bin"):
+        with contextlib.suppress(ValueError):
+            versions.append((float(candidate.parent.name), candidate))
+    for _, candidate in sorted(versions, reverse=True):
+        if complete(candidate):
+            return candidate
+    return None
+
+
+_PG_HBA = """\
+# A throwaway PostgreSQL for replytrack's tests; written by tests/servers.py.
+# TYPE  DATABASE  USER  ADDRESS       METHOD
+local   all       all                 trust
+host    all       all   127.0.0.1/32  trust
+"""
+
+
+class PostgreSQL:
+    """One PostgreSQL server on 127.0.0.1, in a throwaway cluster, started and stopped by pid.
+
+    ``initdb`` makes a cluster under a temporary directory (or in `data_dir`, kept between
+    runs); the server listens on 127.0.0.1 only, on a free port, with its Unix socket in the
+    temporary directory, and trusts every local connection (``user=postgres``, no password).
+    As root (CI), ``initdb`` and ``postgres`` run as the ``postgres`` user (``nobody`` when
+    there is none): PostgreSQL refuses to run as root. As another user (a laptop), they run as
+    that user.
+
+    Args:
+        durable: keep PostgreSQL's durable defaults (``fsync``, ``synchronous_commit``,
+            ``full_page_writes`` on). The default turns them off: tests need speed, not a
+            cluster that survives a power cut. Benchmarks pass True.
+        data_dir: a cluster directory to use (made by ``initdb`` when it does not exist yet)
+            and keep: `close` leaves it. ``None``: a temporary cluster, removed by `close`.
+        settings: more ``-c name=value`` server settings.
+
+    Raises:
+        pytest.skip.Exception / pytest.fail.Exception: through `server_missing` when
+            PostgreSQL is not installed or does not start.
+    """
+
+    host = "127.0.0.1"
+    user = "postgres"
+
+    def __init__(
+        self,
+        *,
+        durable: bool = False,
+        data_dir: Path | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        bindir = postgres_bindir()
+        if bindir is None:
+            server_missing(
+                "PostgreSQL is not installed (Debian: apt-get install postgresql); "
+                "the PostgreSQL store's tests need a real server"
+            )
+        self.bindir = bindir
+        self.port = free_port()
+        self.durable = durable
+        self.base = Path(tempfile.mkdtemp(prefix="replytrack-postgres-"))
+        self.base.chmod(0o755)  # the server's user must reach its socket directory
+        self.keep_data = data_dir is not None
+        self.data = Path(data_dir) if data_dir is not None else self.base / "data"
+        self.run_dir = self.base / "run"
+        self.run_dir.mkdir()
+        self.log = self.base / "postgres.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        if os.geteuid() == 0:
+            try:
+                account = pwd.getpwnam("postgres")
+            except KeyError:
+                account = pwd.getpwnam("nobody")
+            self._uid, self._gid = account.pw_uid, account.pw_gid
+            os.chown(self.run_dir, self._uid, self._gid)
+            self.log.touch()
+            os.chown(self.log, self._uid, self._gid)
+        else:
+            self._uid, self._gid = os.geteuid(), os.getegid()
+        self.settings = {
+            "listen_addresses": self.host,
+            "port": str(self.port),
+            "unix_socket_directories": str(self.run_dir),
+            "max_connections": "200",
+            **(
+                {}
+                if durable
+                else {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+            ),
+            **(settings or {}),
+        }
+        try:
+            if not (self.data / "PG_VERSION").exists():
+                self._initdb()
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- processes ----------------------------------------------------------------------------
+
+    def _as_server_user(self) -> dict[str, object]:
+        """Popen arguments that run a command as the cluster's owner (as root: not root)."""
+        if os.geteuid() != 0:
+            return {}
+        return {"user": self._uid, "group": self._gid, "extra_groups": []}
+
+    def _initdb(self) -> None:
+        if self.data.exists() and any(self.data.iterdir()):
+            server_missing(f"{self.data} exists and is not a PostgreSQL cluster")
+        self.data.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(self.data, self._uid, self._gid)
+            # The parents of a kept cluster (a benchmark's --data-dir) must be traversable.
+            for parent in self.data.parents:
+                if parent == Path(tempfile.gettempdir()) or parent == Path("/"):
+                    break
+                parent.chmod(parent.stat().st_mode | 0o711)
+        self.data.chmod(0o700)
+        command = [
+            str(self.bindir / "initdb"),
+            "--pgdata",
+            str(self.data),
+            "--username",
+            self.user,
+            "--auth",
+            "trust",
+            "--encoding",
+            "UTF8",
+            "--locale",
+            "C",
+            *([] if self.durable else ["--no-sync"]),
+        ]
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            timeout=120,
+            check=False,
+            cwd=self.base,
+            **self._as_server_user(),  # type: ignore[call-overload]
+        )
+        if done.returncode != 0:
+            server_missing(
+                f"initdb failed ({done.returncode}): {done.stderr.decode(errors='replace')}"
+            )
+        # Trust on loopback and the Unix socket only, whatever initdb wrote.
+        (self.data / "pg_hba.conf").write_text(_PG_HBA)
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid while the server runs."""
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections (at most 30 s)."""
+        if self._process is not None:
+            return
+        command = [str(self.bindir / "postgres"), "-D", str(self.data)]
+        for name, value in self.settings.items():
+            command += ["-c", f"{name}={value}"]
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.base,
+                start_new_session=True,  # a process group of its own: stop() ends all of it
+                **self._as_server_user(),  # type: ignore[call-overload]
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                self._process = None
+                server_missing(f"PostgreSQL did not start: {self.log_tail()}")
+            if self._ready():
+                return
+            time.sleep(0.05)
+        self.stop()
+        server_missing(f"PostgreSQL did not accept connections within 30 s: {self.log_tail()}")
+
+    def _ready(self) -> bool:
+        import psycopg  # noqa: PLC0415 (the postgres extra; Dovecot's tests do without it)
+
+        try:
+            with psycopg.connect(self.dsn("postgres"), connect_timeout=2):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: SIGINT to the postmaster) and wait until it is gone.
+
+        Clients are disconnected and open transactions roll back, as in a real restart.
+        """
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGQUIT)  # immediate shutdown
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        _end_group(process.pid)  # any backend the postmaster left behind
+
+    def restart(self) -> None:
+        """Stop and start again on the same port, with the same data; connections drop."""
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """Stop the server and remove its files (a kept `data_dir` stays)."""
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+        if not self.keep_data:
+            shutil.rmtree(self.data, ignore_errors=True)
+
+    # -- helpers for tests --------------------------------------------------------------------
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        """A libpq conninfo string for database `dbname`, over TCP on 127.0.0.1."""
+        return f"host={self.host} port={self.port} user={self.user} dbname={dbname}"
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database `name` (from ``template0``); return its conninfo."""
+        import psycopg  # noqa: PLC0415 (the postgres extra)
+        from psycopg import sql  # noqa: PLC0415
+
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
+            )
+        return self.dsn(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop database `name`, disconnecting whoever is still connected to it."""
+        import psycopg  # noqa: PLC0415 (the postgres extra)
+        from psycopg import sql  # noqa: PLC0415
+
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+    def empty_database(self, name: str) -> None:
+        """Make database `name` as it was when created: end its connections, drop its schemas.
+
+        Every schema but PostgreSQL's own goes (with what is in it, extensions included), and
+        an empty ``public`` is made again.
+        """
+        import psycopg  # noqa: PLC0415 (the postgres extra)
+        from psycopg import sql  # noqa: PLC0415
+
+        with psycopg.connect(self.dsn(name), autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            schemas = conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%'"
+                " AND nspname <> 'information_schema'"
+            ).fetchall()
+            for (schema,) in schemas:
+                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+            conn.execute("CREATE SCHEMA public")
+
+    def version(self) -> str:
+        """``postgres --version``."""
+        done = subprocess.run(
+            [str(self.bindir / "postgres"), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return done.stdout.strip()
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of the server's log, for failure messages."""
+        try:
+            text = self.log.read_text(errors="replace")
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])

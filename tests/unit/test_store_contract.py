@@ -34,9 +34,10 @@ StoreFactory = Callable[[pytest.FixtureRequest, Path], Store]
 def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     """A PostgresStore on a fresh database of the session's server (skips, or fails in CI,
     without one: the ``postgres_dsn`` fixture in conftest.py)."""
+    dsn = request.getfixturevalue("postgres_dsn")  # first: it skips without a server
     from replytrack.store.postgres import PostgresStore  # noqa: PLC0415 (an optional extra)
 
-    return PostgresStore(request.getfixturevalue("postgres_dsn"))
+    return PostgresStore(dsn)
 
 
 STORES: dict[str, StoreFactory] = {
@@ -750,6 +751,18 @@ def test_claims_refuse_a_lease_that_does_not_end_later(store: Store) -> None:
         store.claim_source("inbox", "w1", dt.datetime(2026, 1, 1), T0)
     with pytest.raises(ConfigError):
         store.claim_source("inbox", "", T0, T0 + LEASE)
+
+
+def test_work_sharing_calls_refuse_to_run_inside_a_transaction(store: Store) -> None:
+    with store.transaction():
+        for call in (
+            lambda: store.claim_outbox(T0, T0 + LEASE),
+            lambda: store.claim_source("inbox", "w1", T0, T0 + LEASE),
+            lambda: store.release_source("inbox", "w1"),
+            lambda: store.prune(T0),
+        ):
+            with pytest.raises(ConfigError):
+                call()
 
 
 def test_a_source_lease_is_exclusive_renewable_and_expires(store: Store) -> None:

@@ -20,7 +20,10 @@ Rule 4: a store never reads a clock: every time it keeps is handed in, as an awa
 Rule 5: writes inside ``with store.transaction() as tx:`` are committed together when the
         block exits normally, and none of them when it raises. Transactions do not nest.
         Re-doing a write is harmless: marking a key processed twice, enqueueing the same
-        (event_id, hook) twice, or tying an incoming id twice keeps the first.
+        (event_id, hook) twice, or tying an incoming id twice keeps the first. The work
+        sharing and retention calls (`Store.claim_outbox`, `Store.claim_source`,
+        `Store.release_source`, `Store.prune`) commit on their own: inside an open
+        transaction of the same thread they raise `ConfigError`.
 Rule 6: every failure of the backend surfaces as `StoreError` (the backend's exception is its
         ``__cause__``); calling the API wrongly (a naive datetime, an unknown outbox entry, a
         closed store) raises `ConfigError`. A write refused with `ConfigError` has written

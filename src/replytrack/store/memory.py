@@ -124,6 +124,11 @@ class MemoryStore(BaseStore):
                 self._journal = None
                 self._local.in_transaction = False
 
+    def _check_outside_transaction(self) -> None:
+        # base.py, Rule 5: the calls that commit on their own refuse to run inside one.
+        if getattr(self._local, "in_transaction", False):
+            raise ConfigError("this call commits on its own: not inside a transaction")
+
     # -- journaled primitives (Rule 2) -------------------------------------------------------
 
     def _set(self, table: dict[Any, Any], key: Any, value: Any) -> None:
@@ -320,6 +325,7 @@ class MemoryStore(BaseStore):
         """See `replytrack.store.Store.release_source`."""
         check_key(source, "source")
         check_key(worker, "worker")
+        self._check_outside_transaction()
         with self._lock:
             self._check_open()
             holder = self._leases.get(source)
@@ -329,6 +335,7 @@ class MemoryStore(BaseStore):
     def prune(self, before: _dt.datetime) -> Pruned:
         """See `replytrack.store.Store.prune`."""
         cutoff = aware_utc(before, "before")
+        self._check_outside_transaction()
         with self._lock:
             self._check_open()
             keys = [key for key, at in self._processed.items() if at < cutoff]
