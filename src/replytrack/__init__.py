@@ -38,6 +38,7 @@ from replytrack.policy import Decision, Policy, Scope
 from replytrack.store import MemoryStore, SentMessage, SQLiteStore, Store
 from replytrack.threadindex import ThreadIndex
 from replytrack.tracker import LearnResult, PollResult, ReplyTracker, RetryResult
+from replytrack.worker import RoundResult, Worker
 
 __version__ = "0.1.0.dev0"
 
@@ -73,6 +74,7 @@ __all__ = [
     "ReplytrackError",
     "RetryResult",
     "Role",
+    "RoundResult",
     "SQLiteStore",
     "Scope",
     "SentMessage",
@@ -82,6 +84,7 @@ __all__ = [
     "Thread",
     "ThreadIndex",
     "Token",
+    "Worker",
     "classify",
     "decode_encoded_words",
     "detect_provider",

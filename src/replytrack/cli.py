@@ -5,6 +5,9 @@ A thin shell over the library for people at a terminal and for shell scripts::
     replytrack demo [--keep DIR] [--json]
     replytrack scan SOURCE --store PATH [--json] [--own ADDRESS ...] [--since DATE]
                     (SOURCE: maildir:PATH, mbox:PATH, imaps://USER@HOST/FOLDER, imap://...)
+    replytrack worker --store STORE [--processes N] [--interval S] [--lease S]
+                      [--own ADDRESS ...] [--once] SOURCE...
+    replytrack prune --store STORE [--older-than DAYS]
     replytrack msgid --domain mail.example.com [--ref REF] [--count N]
     replytrack verify MSGID
     replytrack inspect [--json] FILE...
@@ -18,7 +21,8 @@ Rule 2: exit status 0 means success; 1 means a negative answer or a partial fail
 did not recognise the id, ``inspect`` could not read one of its files); 2 means the command was
 used wrongly: a usage error, a missing secret, or a `ReplytrackError` from the library, printed
 as ``replytrack: error: ...`` without a traceback. ``scan`` exits 1 when the source failed
-part-way: what was scanned before is committed, and the next scan resumes there.
+part-way: what was scanned before is committed, and the next scan resumes there. ``worker``
+exits 0 when it was stopped (SIGTERM, Ctrl-C), and with ``--once`` 1 when a source failed.
 Rule 3: text from mail is untrusted. Human-readable output escapes every non-printable
 character (``\x1b``, ``\u202e`` ...), so a crafted header cannot drive the terminal with escape
 sequences or reorder what is shown with bidi controls. ``--json`` output is plain ASCII JSON.
@@ -37,14 +41,17 @@ import io
 import json
 import os
 import secrets
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from email.message import EmailMessage
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, TextIO
 
 import attrs
 
@@ -54,10 +61,12 @@ from replytrack.events import Action, ReplyEvent
 from replytrack.headers import Address, Headers, normalize_subject, parse_headers
 from replytrack.msgid import MessageIdGenerator
 from replytrack.sources import BaseSource, MailboxSource, MaildirSource, MboxSource
-from replytrack.store import SentMessage, SQLiteStore
+from replytrack.sources.base import DEFAULT_RESCAN_WINDOW
+from replytrack.store import SentMessage, SQLiteStore, Store
 from replytrack.testing import build_bounce, build_out_of_office, build_reply
 from replytrack.threadindex import ThreadIndex
 from replytrack.tracker import PollResult, ReplyTracker
+from replytrack.worker import DEFAULT_LEASE, DEFAULT_RETAIN, RoundResult, Worker
 
 __all__ = ["IMAP_PASSWORD_ENV", "IMAP_TOKEN_ENV", "SECRET_ENV", "main"]
 
@@ -198,6 +207,76 @@ output:
 {_SECRET_HELP}"""
 
 
+_LEASE_SECONDS: Final = int(DEFAULT_LEASE.total_seconds())
+
+_WORKER_DESCRIPTION: Final = f"""\
+Poll mailboxes into a shared store, for as long as it runs, and print one JSON
+line per event. Run as many workers as you like, on one machine or many, over
+the same sources and the same store: each source is polled by one worker at a
+time (the worker holding its lease in the store), so the work is shared out,
+and a worker that dies leaves its sources to the others once its leases run
+out. Hook deliveries that failed are retried, and the store is pruned once a
+day (ledger keys and delivered events older than {DEFAULT_RETAIN.days} days).
+"""
+
+_WORKER_EPILOG: Final = f"""\
+store:
+  A path: an SQLite file (created when missing), for workers on one machine.
+  postgresql://USER@HOST[:PORT]/DBNAME[?...]: PostgreSQL, for workers on many
+  machines (needs the extra: pip install 'replytrack[postgres]'). The password
+  comes from PGPASSWORD or ~/.pgpass, never from the command line.
+
+source:
+  As for 'replytrack scan': maildir:PATH, mbox:PATH, a path, or an
+  imap(s)://USER@HOST/FOLDER URL ({IMAP_PASSWORD_ENV} or
+  {IMAP_TOKEN_ENV} for its credential). Give every worker the same
+  spelling of a source: its name is the key of its cursor and of its lease.
+
+processes:
+  --processes N starts N worker processes over the same sources (the same
+  command, run again with one process each); their events come out on this
+  command's stdout, one whole line at a time. Their own progress and errors go
+  to stderr.
+
+leases:
+  A worker renews a source's lease before each batch of 100 messages, and a
+  batch must take less than half the lease (--lease, default {_LEASE_SECONDS} s; a
+  slower one is logged). A worker killed with SIGKILL holds its sources until
+  their leases run out; the events it had not delivered are delivered by
+  another worker 5 minutes later.
+
+stopping:
+  SIGTERM or Ctrl-C stops cleanly: the current batch finishes, leases are
+  released, and the exit status is 0. A second signal exits at once; nothing
+  is lost (the unfinished batch comes again), an event may be printed twice.
+  --once runs until every source it could lease is caught up, then exits: 1 if
+  a source failed, else 0.
+
+output:
+  One event per line, the canonical payload of ReplyEvent.to_json (as 'scan
+  --json' prints it), in no particular order across sources and processes.
+  Delivery is at least once: deduplicate on "event_id". The events are
+  recorded in the store as delivered to this command: give it a store of its
+  own, not the one your application's tracker uses.
+
+{_SECRET_HELP}"""
+
+_PRUNE_DESCRIPTION: Final = """\
+Delete what a store no longer needs: the keys of messages processed, and the
+events delivered, before DAYS days ago. Sends, cursors, leases and events
+that could not be delivered are kept. A worker does this once a day; run it
+by hand (or from cron) for stores that no worker serves.
+"""
+
+_PRUNE_EPILOG: Final = """\
+horizon:
+  A message whose key was pruned and that a source delivers again (a mailbox
+  rescanned after its cursor became invalid, 7 days back by default) is
+  processed again and its event comes again, with the same event_id. Keep DAYS
+  well above the sources' rescan window.
+"""
+
+
 class _UsageError(Exception):
     """The command line or the environment is unusable; the message says how to fix it."""
 
@@ -304,6 +383,82 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     scan.set_defaults(run=_run_scan)
 
+    work = commands.add_parser(
+        "worker",
+        help="poll mailboxes with other workers into one store, printing the events",
+        description=_WORKER_DESCRIPTION,
+        epilog=_WORKER_EPILOG,
+        **common,
+    )
+    work.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="maildir:PATH, mbox:PATH, a path, or an imap(s):// URL",
+    )
+    work.add_argument(
+        "--store",
+        required=True,
+        metavar="STORE",
+        help="an SQLite file (created when missing) or a postgresql:// URL",
+    )
+    work.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="run N worker processes (default: 1, this one)",
+    )
+    work.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait between rounds once caught up (default: 30)",
+    )
+    work.add_argument(
+        "--lease",
+        type=_positive_seconds,
+        default=DEFAULT_LEASE.total_seconds(),
+        metavar="S",
+        help=f"seconds a source's lease lasts unless renewed (default: {_LEASE_SECONDS})",
+    )
+    work.add_argument(
+        "--own",
+        nargs="+",
+        action="extend",
+        metavar="ADDRESS",
+        help="the reps' own addresses: their mail is never a reply (repeatable)",
+    )
+    work.add_argument(
+        "--once", action="store_true", help="poll until caught up, then exit (for cron)"
+    )
+    # Set by --processes on the processes it starts: Ctrl-C reaches them through it.
+    work.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    work.set_defaults(run=_run_worker)
+
+    prune = commands.add_parser(
+        "prune",
+        help="delete old ledger keys and delivered events from a store",
+        description=_PRUNE_DESCRIPTION,
+        epilog=_PRUNE_EPILOG,
+        **common,
+    )
+    prune.add_argument(
+        "--store",
+        required=True,
+        metavar="STORE",
+        help="an SQLite file or a postgresql:// URL",
+    )
+    prune.add_argument(
+        "--older-than",
+        type=_positive_int,
+        default=DEFAULT_RETAIN.days,
+        metavar="DAYS",
+        help=f"what to delete, in days (default: {DEFAULT_RETAIN.days})",
+    )
+    prune.set_defaults(run=_run_prune)
+
     msgid = commands.add_parser(
         "msgid",
         help="print new Message-IDs",
@@ -364,6 +519,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
     return value
 
 
@@ -914,6 +1079,310 @@ def _scan(
         file=sys.stderr,
     )
     return 1 if result.errors else 0
+
+
+# --------------------------------------------------------------------------------------------
+# worker and prune
+# --------------------------------------------------------------------------------------------
+
+
+def _open_store(spec: str) -> Store:
+    """The store `spec` names: a ``postgresql://`` URL, or else the path of an SQLite file.
+
+    Raises:
+        _UsageError: the URL holds a password, or the ``postgres`` extra is not installed.
+        StoreError: the store could not be opened.
+    """
+    if not spec.lower().startswith(("postgresql://", "postgres://")):
+        return SQLiteStore(spec)
+    # --- PostgreSQL: the optional extra, imported only when asked for ---
+    try:
+        password = urllib.parse.urlsplit(spec).password
+    except ValueError:
+        raise _UsageError(f"unusable PostgreSQL URL {_display(spec)!r}") from None
+    if password is not None:
+        raise _UsageError(
+            "put the PostgreSQL password in PGPASSWORD or ~/.pgpass, not in the URL "
+            "(it would show in ps output and shell history)"
+        )
+    try:
+        from replytrack.store.postgres import PostgresStore  # noqa: PLC0415 (an optional extra)
+    except ImportError as exc:
+        raise _UsageError(
+            f"a postgresql:// store needs the extra: pip install 'replytrack[postgres]' ({exc})"
+        ) from None
+    return PostgresStore(spec)
+
+
+class _EventPrinter:
+    """The worker's CRM hook: prints each event as one JSON line on stdout, at once.
+
+    Unlike scan's collector it prints inside the hook, so that an event is marked delivered
+    only once its line was written: when stdout is gone the hook raises, the event stays in
+    the outbox for another worker, and this one stops (`on_broken`).
+    """
+
+    def __init__(self, out: TextIO, on_broken: Callable[[], None]) -> None:
+        self.out = out
+        self.on_broken = on_broken
+        self.broken = False
+
+    def __call__(self, event: ReplyEvent) -> None:
+        try:
+            self.out.write(event.to_json().decode("ascii") + "\n")
+            self.out.flush()
+        except (BrokenPipeError, ValueError):  # ValueError: stdout was closed
+            self.broken = True
+            self.on_broken()
+            raise
+
+
+def _on_signals(handler: Callable[[int], None]) -> Callable[[], None]:
+    """Call `handler(signum)` on SIGTERM and SIGINT; return what restores the old handlers.
+
+    Outside the main thread (main() embedded in a host's thread) signals cannot be caught:
+    nothing is installed, and the host stops the process its own way.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: handler(signum))
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+
+    def restore() -> None:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+    return restore
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    if args.processes > 1 and not args.child:
+        return _run_worker_processes(args)
+    secret = _secret_from_env()
+    generator = MessageIdGenerator(_VERIFY_DOMAIN, secret) if secret is not None else None
+    with contextlib.ExitStack() as stack:
+        sources = [stack.enter_context(_open_source(spec)) for spec in args.sources]
+        store = _open_store(args.store)
+        stack.callback(store.close)
+        worker: Worker | None = None
+
+        def stop() -> None:
+            if worker is not None:
+                worker.stop()
+
+        printer = _EventPrinter(sys.stdout, stop)
+        tracker = ReplyTracker(
+            store, generator, crm_log=printer, own_addresses=tuple(args.own or ())
+        )
+        worker = Worker(tracker, sources, lease=_dt.timedelta(seconds=args.lease))
+        if args.child:
+            # The parent relays Ctrl-C as SIGTERM; the terminal's SIGINT to the whole process
+            # group would otherwise count as a second signal here and cut the batch short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        restore = _on_signals(lambda signum: _first_stop(worker))
+        stack.callback(restore)
+        status = _work(worker, once=args.once, interval=args.interval)
+        if printer.broken:
+            _silence_stdout()
+            return 1
+        return status
+    raise AssertionError("unreachable")  # pragma: no cover - for mypy: the with returns
+
+
+def _run_worker_processes(args: argparse.Namespace) -> int:
+    """Run ``args.processes`` worker processes and relay their events, line by line."""
+    # Check what the children will open, so that a mistake is reported once, not N times.
+    for spec in args.sources:
+        with _open_source(spec):
+            pass
+    with _open_store(args.store):
+        pass
+    argv = [sys.executable, "-m", "replytrack", "worker", "--child", "--store", args.store]
+    argv += ["--interval", repr(args.interval), "--lease", repr(args.lease)]
+    argv += ["--once"] if args.once else []
+    argv += ["--own", *args.own] if args.own else []
+    argv += ["--", *args.sources]
+    return _WorkerProcesses(argv, args.processes).run()
+
+
+class _WorkerProcesses:
+    """Worker processes running `argv` (this command, one process each), relayed to stdout.
+
+    Each child's stdout is a pipe read by a thread of its own, which copies whole lines to
+    this process's stdout under a lock, so lines of different children never interleave.
+    Children inherit stderr (their progress and errors) and the environment (the secrets).
+    """
+
+    def __init__(self, argv: list[str], count: int) -> None:
+        self.argv = argv
+        self.count = count
+        self.children: list[subprocess.Popen[str]] = []
+        self.lock = threading.Lock()
+        self.broken = threading.Event()
+        self.stopping = threading.Event()
+        self.signals = 0
+
+    def run(self) -> int:
+        """Start the children, wait for all of them; the exit status."""
+        restore = _on_signals(self.on_signal)
+        relays = []
+        try:
+            for _ in range(self.count):
+                child = self._start()
+                thread = threading.Thread(target=self._relay, args=(child,), daemon=True)
+                thread.start()
+                relays.append(thread)
+            codes = [child.wait() for child in self.children]
+            for thread in relays:
+                thread.join()
+        finally:
+            for child in self.children:
+                if child.poll() is None:  # only when this process was interrupted itself
+                    child.kill()
+                    child.wait()
+                if child.stdout is not None:
+                    child.stdout.close()
+            restore()
+        if self.broken.is_set():
+            _silence_stdout()
+            return 1
+        if self.signals == 1:
+            # A child that SIGTERM ended at the first signal had not installed its handler
+            # yet: it was still starting, with nothing to finish. That is a clean stop.
+            codes = [0 if code == -signal.SIGTERM else code for code in codes]
+        if 2 in codes:
+            return 2
+        return 0 if all(code == 0 for code in codes) else 1
+
+    def on_signal(self, signum: int) -> None:
+        """Relay a signal as SIGTERM: the first stops the children cleanly, the next at once."""
+        self.signals += 1
+        self.stopping.set()
+        for child in self.children:
+            _terminate(child)
+
+    def _stop(self) -> None:
+        """Stop the children cleanly (once), for a reason of this process's own."""
+        if not self.stopping.is_set():
+            self.on_signal(signal.SIGTERM)
+
+    def _start(self) -> subprocess.Popen[str]:
+        try:
+            child = subprocess.Popen(  # noqa: S603 (this interpreter and this command)
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                text=True,
+                encoding="ascii",
+                errors="backslashreplace",
+            )
+        except OSError as exc:
+            self._stop()
+            raise _UsageError(f"cannot start a worker process: {exc}") from None
+        self.children.append(child)
+        if self.stopping.is_set():
+            _terminate(child)  # a signal came while it was starting
+        return child
+
+    def _relay(self, child: subprocess.Popen[str]) -> None:
+        assert child.stdout is not None  # noqa: S101 (started with stdout=PIPE)
+        for line in child.stdout:
+            if self.broken.is_set() or not line.endswith("\n"):
+                # Draining after stdout broke, so that the child never blocks on a full pipe;
+                # or the cut last line of a child that was killed: its event was not marked
+                # delivered, so it comes again.
+                continue
+            try:
+                with self.lock:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+            except (BrokenPipeError, ValueError):  # the reader went away
+                self.broken.set()
+                self._stop()
+
+
+def _terminate(child: subprocess.Popen[str]) -> None:
+    if child.poll() is None:
+        with contextlib.suppress(ProcessLookupError):  # it has just exited
+            child.send_signal(signal.SIGTERM)
+
+
+def _first_stop(worker: Worker) -> None:
+    """The first SIGTERM or SIGINT: stop cleanly; the next one exits at once."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Not worker.stop() here: setting its threading.Event inside a signal handler can
+    # deadlock with the interrupted code's own use of that Event (its lock is not reentrant).
+    threading.Thread(target=worker.stop, daemon=True).start()
+
+
+def _work(worker: Worker, *, once: bool, interval: float) -> int:
+    """Run `worker` (one pass with `once`), reporting rounds on stderr; the exit status."""
+    totals = {"rounds": 0, "seen": 0, "events": 0, "retried": 0, "errors": 0}
+    name = _display(worker.worker_id)
+    print(f"{_PROG}: worker {name} started on {len(worker.sources)} sources", file=sys.stderr)
+
+    def report(result: RoundResult) -> None:
+        totals["rounds"] += 1
+        totals["seen"] += result.seen
+        totals["events"] += result.events
+        totals["retried"] += result.retried.delivered
+        totals["errors"] += len(result.errors)
+        for error in result.errors:
+            print(f"{_PROG}: {_display(error)}", file=sys.stderr)
+        if result.seen or result.retried.delivered or result.pruned:
+            pruned = (
+                f", pruned {result.pruned.ledger} keys and {result.pruned.outbox} events"
+                if result.pruned
+                else ""
+            )
+            print(
+                f"{_PROG}: worker {name}: {result.seen} messages, {result.events} events, "
+                f"{result.retried.delivered} retried from {result.polled} sources "
+                f"({result.held} held by other workers){pruned}",
+                file=sys.stderr,
+            )
+
+    if once:
+        while not worker.stopping:
+            result = worker.run_once()
+            report(result)
+            if not result.more:
+                break
+    else:
+        worker.run(interval=interval, on_round=report)
+    print(
+        f"{_PROG}: worker {name} stopped after {_plural(totals['rounds'], 'round')}: "
+        f"{totals['seen']} messages, {totals['events']} events, {totals['retried']} retried, "
+        f"{totals['errors']} errors",
+        file=sys.stderr,
+    )
+    return 1 if once and totals["errors"] else 0
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _run_prune(args: argparse.Namespace) -> int:
+    before = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(days=args.older_than)
+    if args.older_than <= DEFAULT_RESCAN_WINDOW.days:
+        print(
+            f"{_PROG}: note: {args.older_than} days is within the sources' default rescan "
+            f"window ({DEFAULT_RESCAN_WINDOW.days} days): a rescan would bring back events "
+            "already delivered (see 'replytrack prune --help')",
+            file=sys.stderr,
+        )
+    with _open_store(args.store) as store:
+        pruned = store.prune(before)
+    print(
+        f"pruned {pruned.ledger} ledger keys and {pruned.outbox} delivered events "
+        f"from before {before.isoformat(timespec='seconds')}"
+    )
+    return 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -63,3 +63,12 @@ def test_worker_retries_the_failed_hook_on_the_next_iteration() -> None:
     assert "iteration 1: 1 new, 1 events, 0 retried ok" in out
     assert "crm_log: logged reply for c42:p7" in out
     assert "iteration 2: 0 new, 0 events, 1 retried ok, 0 failed again" in out
+
+
+def test_workers_share_the_mailboxes_deliver_each_reply_once_and_stop_on_sigterm() -> None:
+    out = run_example("workers.py", "--workers", "2", "--mailboxes", "3", "--replies", "4")
+    assert "2 workers, 3 mailboxes, 12 replies (+ 6 unrelated messages)" in out
+    assert "all 12 of 12 replies delivered" in out
+    assert "12 campaign_stop and 12 crm_log calls, 0 duplicates" in out
+    assert out.count(", exit code 0") == 2
+    assert out.rstrip().endswith("every worker exited cleanly on SIGTERM")
