@@ -28,6 +28,8 @@ from replytrack.testing import build_bounce, build_out_of_office, build_reply
 MESSAGES = 5_000
 KILLS = 100
 SENDS = 400
+#: Bytes of one line of the delivery log: an event id ("evt_" and 32 hex digits) and "\n".
+EVENT_LINE = 37
 REP = "rep@sales.example"
 
 CHILD = textwrap.dedent(
@@ -118,11 +120,22 @@ def test_polling_killed_a_hundred_times_loses_nothing(tmp_path: Path) -> None:
         args = [sys.executable, "-c", CHILD, str(store_path), str(maildir), str(log_path)]
         return subprocess.Popen([*args, str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
+    def deliveries() -> int:
+        return log_path.stat().st_size if log_path.exists() else 0
+
     kills = 0
     started = time.monotonic()
     for seed in range(KILLS):
+        # Kill at a random point of the work, not of the clock: after a random number of
+        # hook deliveries (so that every kill lands mid-work, however fast the machine),
+        # plus a random few milliseconds (so that it lands anywhere in a batch).
+        before, target = deliveries(), rng.randint(5, 25) * EVENT_LINE
         proc = child(seed)
-        time.sleep(rng.uniform(0.3, 1.0))  # past the imports, somewhere in the work
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and deliveries() - before < target:
+            assert time.monotonic() < deadline, "the child made no progress"
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.02))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
@@ -142,7 +155,7 @@ def test_polling_killed_a_hundred_times_loses_nothing(tmp_path: Path) -> None:
         assert store.dead_outbox(1) == []
         processed = sum(store.is_processed(f"m{n}@mail{n % 97}.example") for n in range(MESSAGES))
     assert processed == MESSAGES
-    assert kills >= KILLS * 0.9  # most children were really killed mid-work
+    assert kills >= KILLS * 0.95  # the children were really killed mid-work
     print(
         json.dumps(
             {
