@@ -15,7 +15,8 @@ Rule 2: the strongest evidence wins, in this order (`MatchMethod`): a signed tok
         already tied to a send; the original Message-ID inside a bounce or complaint; the
         provider's thread id; the Outlook ``Thread-Index`` conversation GUID; and, only when
         enabled, the normalised subject plus a participant (low confidence).
-Rule 3: all exact-id lookups of one message go to the store in one call.
+Rule 3: all exact-id lookups of one message go to the store in one call; those of a whole
+        batch, in one call too, inside `Correlator.prefetched`.
 Rule 4: a message that references two different sends (threads merged by a client) matches
         the newest reference, and the correlation says so in its `notes`.
 Rule 5: the core does no I/O of its own: the store is the only collaborator that does.
@@ -23,15 +24,18 @@ Rule 5: the core does no I/O of its own: the store is the only collaborator that
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import email.message
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import attrs
 
 from replytrack.classify import Classification, Kind, classify
 from replytrack.dsn import may_be_report
+from replytrack.errors import ConfigError
 from replytrack.headers import Address, Headers, normalize_subject, parse_headers
 from replytrack.msgid import MessageIdGenerator
 from replytrack.store import SentMessage, Store
@@ -101,6 +105,15 @@ class _Hit:
     notes: tuple[str, ...] = ()
 
 
+@attrs.frozen
+class _Lookups:
+    """What `Correlator.prefetched` looked up: the ids asked, and the answers."""
+
+    asked: set[str]
+    sent: Mapping[str, SentMessage]
+    incoming: Mapping[str, SentMessage]
+
+
 class Correlator:
     """Find the send an incoming message answers.
 
@@ -128,6 +141,55 @@ class Correlator:
             a if isinstance(a, Address) else Address("", a) for a in own_addresses
         )
         self._subject_window = subject_window
+        self._local = threading.local()  # the prefetched lookups of this thread, if any
+
+    @contextlib.contextmanager
+    def prefetched(self, headers: Iterable[Headers]) -> Iterator[None]:
+        """Look up the ids of many messages at once, for the correlations made in the block.
+
+        Every id the messages name (their own and the ones they reference) is looked up in
+        two store calls (sends and earlier incoming messages) instead of two per message;
+        `examine` and `correlate` then answer from those results. A poller correlating a
+        batch saves a store round trip or two per message (on PostgreSQL, a network round
+        trip each). The block should not write to the store: ties recorded in it are not
+        seen by the lookups made in it. Per thread; blocks do not nest.
+
+        Args:
+            headers: the parsed headers of the messages about to be correlated.
+
+        Raises:
+            ConfigError: a block is already open in this thread.
+        """
+        if getattr(self._local, "lookups", None) is not None:
+            raise ConfigError("prefetched() blocks do not nest")
+        ids: dict[str, None] = {}
+        for h in headers:
+            if h.message_id:
+                ids[h.message_id] = None
+            ids.update(dict.fromkeys(h.in_reply_to))
+            ids.update(dict.fromkeys(h.references))
+        asked = list(ids)
+        self._local.lookups = _Lookups(
+            set(asked),
+            self._store.find_sent(asked) if asked else {},
+            self._store.find_incoming(asked) if asked else {},
+        )
+        try:
+            yield
+        finally:
+            self._local.lookups = None
+
+    def _find_sent(self, ids: list[str]) -> Mapping[str, SentMessage]:
+        lookups: _Lookups | None = getattr(self._local, "lookups", None)
+        if lookups is not None and lookups.asked.issuperset(ids):
+            return {mid: lookups.sent[mid] for mid in ids if mid in lookups.sent}
+        return self._store.find_sent(ids)
+
+    def _find_incoming(self, ids: list[str]) -> Mapping[str, SentMessage]:
+        lookups: _Lookups | None = getattr(self._local, "lookups", None)
+        if lookups is not None and lookups.asked.issuperset(ids):
+            return {mid: lookups.incoming[mid] for mid in ids if mid in lookups.incoming}
+        return self._store.find_incoming(ids)
 
     def is_own_mail(self, headers: Headers) -> str | None:
         """Say why `headers` belong to our own mail, or ``None`` when they do not.
@@ -139,7 +201,7 @@ class Correlator:
             A short reason ("From is an own address", ...) or ``None``.
         """
         mid = headers.message_id
-        return self._own_mail_reason(headers, self._store.find_sent([mid]) if mid else {})
+        return self._own_mail_reason(headers, self._find_sent([mid]) if mid else {})
 
     def _own_mail_reason(self, headers: Headers, found: Mapping[str, SentMessage]) -> str | None:
         """`is_own_mail`, with the store's answer for the message's own id already at hand."""
@@ -213,7 +275,7 @@ class Correlator:
         referenced = list(dict.fromkeys((*headers.in_reply_to, *reversed(headers.references))))
         # Rule 3: the message's own id (Rule 1) and every referenced id in one store call.
         lookup = [own_id, *referenced] if own_id else referenced
-        found = self._store.find_sent(lookup) if lookup else {}
+        found = self._find_sent(lookup) if lookup else {}
         own = self._own_mail_reason(headers, found)
         if own is not None:
             return None, own
@@ -295,7 +357,7 @@ class Correlator:
                 else ()
             )
             return _Hit(sent, sent.ref, method, first, notes)
-        earlier = self._store.find_incoming(ids)
+        earlier = self._find_incoming(ids)
         for mid in ids:
             if mid in earlier:
                 sent = earlier[mid]

@@ -17,6 +17,7 @@ from replytrack import (
     parse_headers,
 )
 from replytrack.correlate import Correlator, MatchMethod, Role
+from replytrack.errors import ConfigError
 from replytrack.store import MemoryStore, SentMessage, SQLiteStore, Store
 from replytrack.testing import build_bounce, build_out_of_office, build_reply
 
@@ -363,3 +364,54 @@ def test_examine_says_why_own_mail_was_skipped(correlator: Correlator) -> None:
     match, reason = correlator.examine(build_reply(in_reply_to=f"<{SEND_ID}>"))
     assert match is not None
     assert reason is None
+
+
+# -- a batch's lookups at once ----------------------------------------------------------------
+
+
+class CountingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def find_sent(self, message_ids: object) -> dict[str, SentMessage]:  # type: ignore[override]
+        self.calls += 1
+        return super().find_sent(message_ids)  # type: ignore[arg-type]
+
+    def find_incoming(self, message_ids: object) -> dict[str, SentMessage]:  # type: ignore[override]
+        self.calls += 1
+        return super().find_incoming(message_ids)  # type: ignore[arg-type]
+
+
+def test_prefetched_correlates_a_batch_alike_in_two_store_calls() -> None:
+    store = CountingStore()
+    store.record_sent(_send())
+    store.record_incoming("<jo-reply@customer.example>", SEND_ID)
+    correlator = Correlator(store, own_addresses=[REP])
+    mail = [
+        build_reply(in_reply_to=f"<{SEND_ID}>", from_=JO),
+        build_reply(in_reply_to="<jo-reply@customer.example>", from_=KIM),  # THREAD
+        build_reply(in_reply_to="<unrelated@elsewhere.example>"),
+        build_reply(in_reply_to=f"<{SEND_ID}>", from_=REP),  # own mail
+    ]
+    headers = [parse_headers(m) for m in mail]
+    one_by_one = [correlator.examine(m, headers=h) for m, h in zip(mail, headers, strict=True)]
+    store.calls = 0
+    with correlator.prefetched(headers):
+        batched = [correlator.examine(m, headers=h) for m, h in zip(mail, headers, strict=True)]
+    assert batched == one_by_one
+    assert [c.method if c else own for c, own in batched] == [
+        MatchMethod.IN_REPLY_TO,
+        MatchMethod.THREAD,
+        None,
+        "From is an own address",
+    ]
+    assert store.calls == 2
+
+
+def test_prefetched_blocks_do_not_nest_and_end_cleanly() -> None:
+    correlator = Correlator(MemoryStore())
+    with correlator.prefetched([]), pytest.raises(ConfigError), correlator.prefetched([]):
+        pass
+    with correlator.prefetched([]):  # the failed attempt left nothing behind
+        pass

@@ -507,6 +507,17 @@ def test_the_ledger_remembers_processed_keys(store: Store) -> None:
     assert not store.is_processed("sha256:" + "0" * 64)
 
 
+def test_find_processed_answers_for_many_keys_at_once(store: Store) -> None:
+    keys = [f"reply-{n}@prospect.example" for n in range(1500)]  # more than one chunk
+    with store.transaction() as tx:
+        for key in keys[::3]:
+            tx.mark_processed(key, T0)
+    assert store.find_processed([*keys, "Reply-0@Prospect.example", keys[0]]) == set(keys[::3])
+    assert store.find_processed([]) == set()
+    with pytest.raises(ConfigError):
+        store.find_processed(["ok", ""])
+
+
 def test_ledger_keys_are_opaque_and_exact(store: Store) -> None:
     with store.transaction() as tx:
         tx.mark_processed("Reply-1@Prospect.example", T0)

@@ -659,6 +659,16 @@ class Store(Protocol):
         """Whether `key` is in the processed ledger."""
         ...
 
+    def find_processed(self, keys: Iterable[str]) -> set[str]:
+        """The keys of `keys` that are in the processed ledger, looked up in one round.
+
+        What a poller asks for a whole batch before deciding about its messages.
+
+        Raises:
+            ConfigError: a key is not a non-empty str.
+        """
+        ...
+
     # -- outbox ------------------------------------------------------------------------------
 
     def due_outbox(self, now: _dt.datetime, limit: int = 100) -> list[OutboxEntry]:
@@ -915,6 +925,10 @@ class BaseStore(abc.ABC):
     @abc.abstractmethod
     def is_processed(self, key: str) -> bool:
         """See `Store.is_processed`."""
+
+    def find_processed(self, keys: Iterable[str]) -> set[str]:
+        """See `Store.find_processed`; by default one `is_processed` per key."""
+        return {key for key in dict.fromkeys(keys) if self.is_processed(key)}
 
     @abc.abstractmethod
     def due_outbox(self, now: _dt.datetime, limit: int = 100) -> list[OutboxEntry]:

@@ -257,6 +257,13 @@ class MemoryStore(BaseStore):
             self._check_open()
             return key in self._processed
 
+    def find_processed(self, keys: Iterable[str]) -> set[str]:
+        """See `replytrack.store.Store.find_processed`."""
+        wanted = [check_key(key, "key") for key in keys]
+        with self._lock:
+            self._check_open()
+            return {key for key in wanted if key in self._processed}
+
     def due_outbox(self, now: _dt.datetime, limit: int = 100) -> list[OutboxEntry]:
         """See `replytrack.store.Store.due_outbox`."""
         moment = aware_utc(now, "now")

@@ -271,6 +271,7 @@ class _Queries:
         self.by_subject = q(subject_lookup.replace(" SINCE", ""))
         self.by_subject_since = q(subject_lookup.replace(" SINCE", " AND i.sent_at >= %(since)s"))
         self.is_processed = q("SELECT 1 FROM {s}.processed WHERE key = %s")
+        self.find_processed = q("SELECT key FROM {s}.processed WHERE key = ANY(%s::text[])")
         self.due_outbox = q(
             "SELECT {ocols} FROM {s}.outbox o"
             " WHERE o.state = 'pending' AND o.next_attempt_at <= %s"
@@ -993,6 +994,15 @@ class PostgresStore(BaseStore):
         """See `replytrack.store.Store.is_processed`."""
         check_key(key, "key")
         return bool(self._rows("read the ledger", self._q.is_processed, (_t(key),)))
+
+    def find_processed(self, keys: Iterable[str]) -> set[str]:
+        """See `replytrack.store.Store.find_processed`."""
+        wanted = {_t(check_key(key, "key")): key for key in keys}
+        found: set[str] = set()
+        for chunk in iter_chunks(list(wanted), CHUNK):
+            rows = self._rows("read the ledger", self._q.find_processed, (chunk,))
+            found.update(wanted[row[0]] for row in rows)
+        return found
 
     def due_outbox(self, now: _dt.datetime, limit: int = 100) -> list[OutboxEntry]:
         """See `replytrack.store.Store.due_outbox`."""

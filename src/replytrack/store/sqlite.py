@@ -220,6 +220,12 @@ def _ids_query(table: str, count: int) -> str:
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _processed_query(count: int) -> str:
+    """The ledger lookup of `count` keys."""
+    return f"SELECT key FROM processed WHERE key IN ({', '.join('?' * count)})"  # noqa: S608
+
+
 def _padded(chunk: list[str]) -> list[str | None]:
     """`chunk` padded with NULLs to a power of two, so few distinct statements get prepared.
 
@@ -620,6 +626,20 @@ class SQLiteStore(BaseStore):
         with self._connection() as conn:
             row = conn.execute("SELECT 1 FROM processed WHERE key = ?", (key,)).fetchone()
         return row is not None
+
+    def find_processed(self, keys: Iterable[str]) -> set[str]:
+        """See `replytrack.store.Store.find_processed`."""
+        wanted = list(dict.fromkeys(check_key(key, "key") for key in keys))
+        found: set[str] = set()
+        with self._connection() as conn:
+            for chunk in iter_chunks(wanted, CHUNK):
+                padded = _padded(chunk)
+                rows = conn.execute(
+                    _processed_query(len(padded)),  # fixed text: placeholders only
+                    padded,
+                ).fetchall()
+                found.update(row[0] for row in rows)
+        return found
 
     def due_outbox(self, now: _dt.datetime, limit: int = 100) -> list[OutboxEntry]:
         """See `replytrack.store.Store.due_outbox`."""
