@@ -65,8 +65,8 @@ class CapturingHook:
 
     def __init__(self, *, failures: int = 0) -> None:
         self.events: list[ReplyEvent] = []
-        self.failures = failures
-        self.calls = 0
+        self.failures: int = failures
+        self.calls: int = 0
 
     def __call__(self, event: ReplyEvent) -> None:
         """Record `event`, or raise while injected failures remain."""

@@ -86,7 +86,7 @@ __all__ = [
     "default_worker_id",
 ]
 
-log = logging.getLogger("replytrack.worker")
+log: logging.Logger = logging.getLogger("replytrack.worker")
 
 #: How long a lease lasts unless renewed (module Rule 2).
 DEFAULT_LEASE: Final = _dt.timedelta(minutes=2)
@@ -282,16 +282,18 @@ class Worker:
         if not isinstance(worker_id, str) or not worker_id.strip():
             raise ConfigError(f"worker_id must be a non-empty str, got {worker_id!r}")
         self.worker_id = worker_id
-        self.lease = _positive(lease, "lease")
-        self.batch_size = check_limit(batch_size, "batch_size")
-        self.max_batches = check_limit(max_batches, "max_batches")
-        self.retry_limit = check_limit(retry_limit, "retry_limit")
-        self.backoff = _positive(backoff, "backoff")
-        self.max_backoff = _positive(max_backoff, "max_backoff")
+        self.lease: _dt.timedelta = _positive(lease, "lease")
+        self.batch_size: int = check_limit(batch_size, "batch_size")
+        self.max_batches: int = check_limit(max_batches, "max_batches")
+        self.retry_limit: int = check_limit(retry_limit, "retry_limit")
+        self.backoff: _dt.timedelta = _positive(backoff, "backoff")
+        self.max_backoff: _dt.timedelta = _positive(max_backoff, "max_backoff")
         if self.max_backoff < self.backoff:
             raise ConfigError("max_backoff must be at least backoff")
-        self.prune_every = None if prune_every is None else _positive(prune_every, "prune_every")
-        self.retain = _positive(retain, "retain")
+        self.prune_every: _dt.timedelta | None = (
+            None if prune_every is None else _positive(prune_every, "prune_every")
+        )
+        self.retain: _dt.timedelta = _positive(retain, "retain")
         for source in self.sources if self.prune_every is not None else ():
             window = getattr(source, "rescan_window", None)
             if isinstance(window, _dt.timedelta) and self.retain <= window:

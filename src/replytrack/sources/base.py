@@ -66,7 +66,7 @@ __all__ = [
     "load_cursor",
 ]
 
-log = logging.getLogger("replytrack.sources")
+log: logging.Logger = logging.getLogger("replytrack.sources")
 
 #: The version written into every cursor; cursors of another version are rescanned (Rule 3).
 CURSOR_VERSION: Final = 1

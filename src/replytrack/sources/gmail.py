@@ -81,7 +81,7 @@ import base64
 import datetime as _dt
 import re
 from collections.abc import Hashable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from replytrack.errors import ConfigError, SourceError
 from replytrack.headers import TRACKING_FIELDS
@@ -99,10 +99,10 @@ from replytrack.store.base import from_micros, to_micros
 
 try:
     from googleapiclient.errors import HttpError  # type: ignore[import-untyped]
-except ImportError as exc:  # the optional extra is missing
+except ImportError as _exc:  # the optional extra is missing
     raise ImportError(
         "replytrack.sources.gmail needs google-api-python-client: pip install 'replytrack[gmail]'"
-    ) from exc
+    ) from _exc
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -244,7 +244,7 @@ class GmailSource(BaseSource):
     """
 
     kind = "gmail"
-    wait_interval = 5.0
+    wait_interval: ClassVar[float] = 5.0
 
     def __init__(
         self,

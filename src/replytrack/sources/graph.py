@@ -95,14 +95,14 @@ from replytrack.store.base import from_micros, to_micros
 
 try:
     import httpx
-except ImportError as exc:  # pragma: no cover - exercised by a test that hides httpx
+except ImportError as _exc:  # pragma: no cover - exercised by a test that hides httpx
     raise ImportError(
         "replytrack.sources.graph needs httpx: pip install 'replytrack[graph]'"
-    ) from exc
+    ) from _exc
 
 __all__ = ["DEFAULT_BASE_URL", "GraphSource"]
 
-log = logging.getLogger("replytrack.sources.graph")
+log: logging.Logger = logging.getLogger("replytrack.sources.graph")
 
 #: Microsoft Graph v1.0 in the global cloud; national clouds have their own host.
 DEFAULT_BASE_URL: Final = "https://graph.microsoft.com/v1.0"

@@ -96,7 +96,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar
 
 import attrs
 
@@ -117,11 +117,11 @@ try:
     import imapclient  # type: ignore[import-untyped]  # no py.typed: Any stays at this edge
     from imapclient import imap_utf7
     from imapclient.exceptions import LoginError  # type: ignore[import-untyped]
-except ImportError as exc:  # the extra is missing (a test hides the module to check this)
+except ImportError as _exc:  # the extra is missing (a test hides the module to check this)
     raise ImportError(
         "replytrack.sources.imap needs IMAPClient: pip install 'replytrack[imap]'",
         name="imapclient",
-    ) from exc
+    ) from _exc
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -132,7 +132,7 @@ __all__ = [
     "IMAPSource",
 ]
 
-log = logging.getLogger("replytrack.sources.imap")
+log: logging.Logger = logging.getLogger("replytrack.sources.imap")
 
 #: The header fields of the first pass (module Rule 7).
 DEFAULT_HEADER_FIELDS: Final = TRACKING_FIELDS
@@ -317,7 +317,7 @@ class IMAPSource(BaseSource):
     kind = "imap"
 
     #: Seconds between two checks for `wake` while `wait` IDLEs (module Rule 9).
-    wait_interval = 0.25
+    wait_interval: ClassVar[float] = 0.25
 
     def __init__(
         self,

@@ -90,7 +90,7 @@ class MemorySource(BaseSource):
         self._generation = 1
         self._failures: list[Exception] = []
         self._headers_only = bool(headers_only)
-        self.body_fetches = 0
+        self.body_fetches: int = 0
         for item in messages:
             if isinstance(item, IncomingMessage):
                 self.add_message(item)

@@ -98,11 +98,11 @@ try:
     from psycopg.pq import TransactionStatus
     from psycopg.rows import tuple_row
     from psycopg_pool import ConnectionPool
-except ImportError as exc:  # pragma: no cover - exercised without the extra only
+except ImportError as _exc:  # pragma: no cover - exercised without the extra only
     raise ImportError(
         "replytrack.store.postgres needs psycopg 3 and psycopg-pool: "
         "pip install 'replytrack[postgres]'"
-    ) from exc
+    ) from _exc
 
 if TYPE_CHECKING:
     from typing_extensions import LiteralString
