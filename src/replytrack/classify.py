@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as _dt
 import email
 import email.message
-import email.policy
 import enum
 from typing import Final
 
@@ -134,10 +133,8 @@ def classify(
 
 
 def _parse(raw: bytes) -> email.message.Message | None:
-    try:
-        return email.message_from_bytes(raw[:MAX_PARSE_BYTES], policy=email.policy.compat32)
-    except Exception:
-        return None
+    # mime.parse bounds the stdlib parser's quadratic paths: deep nesting, long parameter lists.
+    return mime.parse(raw[:MAX_PARSE_BYTES])
 
 
 def _classify(

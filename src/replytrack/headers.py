@@ -244,9 +244,15 @@ def _codec_for(charset: str) -> str | None:
     """The Python codec that decodes what is really sent under `charset`, or ``None``."""
     name = _CHARSET_ALIASES.get(charset, charset)
     try:
-        return codecs.lookup(name).name
-    except LookupError:
+        codec = codecs.lookup(name).name
+        # Only a text encoding that can replace what it cannot decode (Rule 1): lookup also
+        # finds bytes-to-bytes codecs ("base64", "zlib": decoding raises LookupError), codecs
+        # that refuse "replace" ("idna", "punycode") and "undefined", and a NUL in the name
+        # raises ValueError. One such encoded-word made parse_headers raise.
+        b"\xff".decode(codec, "replace")
+    except (LookupError, UnicodeError, ValueError):
         return None
+    return codec
 
 
 def _decode_bytes(raw: bytes, charset: str, defects: list[str]) -> str:
@@ -441,6 +447,36 @@ def _clean_id(raw: str, defects: list[str]) -> str | None:
     return _normalize_id(left, domain)
 
 
+_OPEN_RUN: Final = re.compile("<+")
+
+
+def _bracketed(
+    text: str, pos: int, next_close: int, defects: list[str]
+) -> tuple[str | None, int, int]:
+    """Read the id opened by the "<" at `pos`: ``(candidate, position after it, next_close)``.
+
+    `next_close` is the first ">" after the previous "<" (0 at first, -1 once none is left),
+    kept from one call to the next: searched afresh at every "<", a run of "<" with no ">"
+    after it read the rest of the field each time (Rule 6; 1 MiB of "<" took 6 s).
+    """
+    n = len(text)
+    run = _OPEN_RUN.match(text, pos + 1)
+    if run is not None:
+        # "<<<": each "<" but the last opens an empty, unterminated id; go to the last.
+        defects.append("unterminated '<' in message id list")
+        return None, run.end() - 1, next_close
+    if 0 <= next_close <= pos:
+        next_close = text.find(">", pos + 1)
+    reopen = text.find("<", pos + 1)
+    if next_close < 0 or (0 <= reopen < next_close):
+        stop = reopen if reopen >= 0 else n
+        defects.append("unterminated '<' in message id list")
+        # "<id@host" followed by more text: take the id-like first word only.
+        words = text[pos + 1 : stop].split()
+        return (words[0] if words else ""), stop, next_close
+    return text[pos + 1 : next_close], next_close + 1, next_close
+
+
 def _scan_ids(value: str, defects: list[str]) -> list[str]:
     """Slow path: find every id in a messy msg-id list, never stopping at a bad one."""
     if "=?" in value:
@@ -456,32 +492,24 @@ def _scan_ids(value: str, defects: list[str]) -> list[str]:
     pos = 0
     n = len(text)
     bare: list[str] = []
+    next_close = 0  # see _bracketed
     while pos < n:
         ch = text[pos]
         if ch == "<":
-            close = text.find(">", pos + 1)
-            reopen = text.find("<", pos + 1)
-            if close < 0 or (0 <= reopen < close):
-                stop = reopen if reopen >= 0 else n
-                defects.append("unterminated '<' in message id list")
-                # "<id@host" followed by more text: take the id-like first word only.
-                words = text[pos + 1 : stop].split()
-                candidate = words[0] if words else ""
-                pos = stop
-            else:
-                candidate = text[pos + 1 : close]
-                pos = close + 1
-            cleaned = _clean_id(candidate, defects)
+            candidate, pos, next_close = _bracketed(text, pos, next_close, defects)
+            cleaned = _clean_id(candidate, defects) if candidate is not None else None
             if cleaned:
                 ids.append(cleaned)
         elif ch == '"':
             # A quoted phrase such as "Lars's message of ...": not an id.
             pos = _quoted_end(text, pos)[0]
-        elif ch.isspace() or ch in ",;":
+        elif ch.isspace() or ch in ",;>":
+            # A stray ">" ("Message-ID: abc@host>") ends a bare id: it is never part of one
+            # (RFC 5322 §3.6.4), and kept it would not read back in brackets (Rule 5).
             pos += 1
         else:
             end = pos
-            while end < n and not text[end].isspace() and text[end] not in '<",;':
+            while end < n and not text[end].isspace() and text[end] not in '<>",;':
                 end += 1
             word = text[pos:end].strip(_BARE_ID_TRIM)
             if "@" in word and not word.startswith("@") and not word.endswith("@"):
@@ -498,7 +526,7 @@ def _scan_ids(value: str, defects: list[str]) -> list[str]:
     return ids
 
 
-def _parse_ids(value: str, defects: list[str]) -> tuple[str, ...]:
+def _parse_ids(value: str, defects: list[str], *, settle: bool = True) -> tuple[str, ...]:
     if value.count("<") == 1:  # Message-ID, In-Reply-To: usually one plain id
         one = _ONE_PLAIN_ID.fullmatch(value)
         if one is not None and one.end(2) - one.start(1) < MAX_ID_LENGTH:
@@ -521,7 +549,29 @@ def _parse_ids(value: str, defects: list[str]) -> tuple[str, ...]:
     if len(ids) > MAX_IDS_PER_FIELD:
         defects.append(f"{len(ids)} message ids in one field; kept the first and the newest")
         ids = ids[:KEEP_FIRST_IDS] + ids[len(ids) - (MAX_IDS_PER_FIELD - KEEP_FIRST_IDS) :]
+    if settle and "=?" in value:
+        ids = [mid for mid in map(_settled, ids) if mid is not None]
     return tuple(ids)
+
+
+def _settled(mid: str) -> str | None:
+    """`mid` in its canonical form: the id it reads back as in brackets (Rule 5), or ``None``.
+
+    The slow path decodes RFC 2047 encoded-words in the field, and hostile text decodes to
+    new encoded-words ("=?utf-7?Q?a=?utf-7?Q?b?=c?="; found by fuzzing), so such an id would
+    read back as another one and miss in a store. It is read back until it stays the same: a
+    few rounds at most, as each round that changes it makes it shorter; else it is dropped.
+    """
+    if "=?" not in mid:
+        return mid  # nothing left to decode: reading back changes nothing
+    for _ in range(3):
+        again = _parse_ids(f"<{mid}>", [], settle=False)
+        if again == (mid,):
+            return mid
+        if len(again) != 1:
+            return None
+        mid = again[0]
+    return None
 
 
 def parse_msg_ids(value: str) -> tuple[str, ...]:
@@ -660,11 +710,14 @@ _NAME_SPECIALS: Final = frozenset('",;:<>()[]@\\')
 # The common case, checked as a whole: comma-separated mailboxes "Name <a@b>", "\"Name\" <a@b>"
 # or "a@b", with no comments, groups or routes. Anything else takes the full tokenizer.
 # Groups: quoted name, plain name (white space around it is trimmed later), angle addr, bare
-# addr. Greedy runs and ASCII white space only: lazy quantifiers and \s cost per character.
+# addr; the separators (white space, commas) after the item are part of its match, and an
+# item starts at a non-separator (no leading white space: a white-space run there and the
+# plain name, which may hold white space, could split a long run in quadratically many
+# ways). Greedy runs and ASCII white space only: lazy quantifiers and \s cost per character.
 _FAST_MAILBOX_ITEM: Final = re.compile(
-    r"""[ \t\r\n]*(?:(?:"((?:[^"\\\r\n]|\\.)*)"[ \t\r\n]*|([^<>,@"()\\:;]*))"""
+    r"""(?:(?:"((?:[^"\\\r\n]|\\.)*)"[ \t\r\n]*|([^<>,@"()\\:;]*))"""
     r"""<([^<> \t\r\n,"()\\:;@]+@[^<> \t\r\n,"()\\:;@]+)>"""
-    r"""|([^<> \t\r\n,"()\\:;@]+@[^<> \t\r\n,"()\\:;@]+))[ \t\r\n]*"""
+    r"""|([^<> \t\r\n,"()\\:;@]+@[^<> \t\r\n,"()\\:;@]+))[ \t\r\n,]*"""
 )
 _QUOTED_PAIR: Final = re.compile(r"\\(.)")
 _DOT_ATOM: Final = re.compile(
@@ -792,24 +845,40 @@ def _finish_mailbox(tokens: list[tuple[str, str]], defects: list[str], out: list
     out.append(Address(name, addr))
 
 
+def _fast_addresses(value: str) -> tuple[tuple[Address, ...], list[str]] | None:
+    """The addresses and defects of a plain list (`_FAST_MAILBOX_ITEM`); ``None`` if not plain."""
+    # Items are matched one after the other, each anchored where the previous one ended
+    # (module Rule 6). An unanchored `re.split` would retry the item pattern at every offset,
+    # and on a field the pattern cannot match (64 KB of "a" or "[") each try scans to the end:
+    # quadratic, 4 s for 16 KB. Anchored, a failing list costs one scan.
+    fast: list[Address] = []
+    defects: list[str] = []  # kept apart: a list found not plain is parsed again from the start
+    n = len(value)
+    pos = n - len(value.lstrip(_ID_LIST_SEPARATORS))
+    while pos < n:
+        item = _FAST_MAILBOX_ITEM.match(value, pos)  # it eats the separators after it
+        if item is None:
+            return None
+        quoted, plain, angle, bare = item.groups()
+        pos = item.end()
+        if bare is not None:
+            fast.append(Address("", bare))
+            continue
+        name = quoted or plain or ""
+        if "\\" in name and quoted:
+            name = _QUOTED_PAIR.sub(r"\1", name)
+        if "=?" in name:
+            name = _decode_encoded_words(name, defects)
+        fast.append(Address(" ".join(name.split()) if name else "", angle))
+    return tuple(fast), defects
+
+
 def _parse_addresses(value: str, defects: list[str]) -> tuple[Address, ...]:
-    # Fast path: split on plain mailboxes; if only whitespace and commas are left between
-    # them, the list is plain. One regex pass, no per-character Python.
-    parts = _FAST_MAILBOX_ITEM.split(value)
-    if not "".join(parts[::5]).strip(_ID_LIST_SEPARATORS):
-        fast: list[Address] = []
-        groups = zip(parts[1::5], parts[2::5], parts[3::5], parts[4::5], strict=True)
-        for quoted, plain, angle, bare in groups:
-            if bare is not None:
-                fast.append(Address("", bare))
-                continue
-            name = quoted or plain or ""
-            if "\\" in name and quoted:
-                name = _QUOTED_PAIR.sub(r"\1", name)
-            if "=?" in name:
-                name = _decode_encoded_words(name, defects)
-            fast.append(Address(" ".join(name.split()) if name else "", angle))
-        return tuple(fast)
+    # Fast path: plain mailboxes separated by whitespace and commas, one regex match each.
+    fast = _fast_addresses(value)
+    if fast is not None:
+        defects.extend(fast[1])
+        return fast[0]
     out: list[Address] = []
     tokens: list[tuple[str, str]] = []
     for kind, text in _tokenize_address_list(value, defects):
@@ -932,6 +1001,26 @@ def _parse_date(value: str, defects: list[str]) -> _dt.datetime | None:
 
 _T = TypeVar("_T")
 
+#: At most this many defects are kept per field; the rest are only counted.
+_MAX_FIELD_DEFECTS: Final = 20
+
+
+class _DefectList(list[str]):
+    """The defects of one field: the first `_MAX_FIELD_DEFECTS` kept, the others counted.
+
+    Rule 6: a field of 1 MB holds up to a million defects (a run of "<" is one unterminated id
+    per character); kept as text, they took more memory than the message.
+    """
+
+    dropped = 0
+
+    def append(self, defect: str, /) -> None:
+        if len(self) < _MAX_FIELD_DEFECTS:
+            super().append(defect)
+        else:
+            self.dropped += 1
+
+
 _NO_IDS: Final[tuple[str, ...]] = ()
 _NO_ADDRESSES: Final[tuple[Address, ...]] = ()
 # Structured fields checked when `Headers.defects` is read.
@@ -975,13 +1064,13 @@ class Headers:
         raw = self._first.get(name.lower())
         if raw is None:
             return default
-        return _decode_encoded_words(_unfold(raw), [])
+        return _decode_encoded_words(_unfold(raw), _DefectList())
 
     def get_all(self, name: str) -> tuple[str, ...]:
         """Return every value of field `name` in order, unfolded and RFC 2047-decoded."""
         key = name.lower()
         return tuple(
-            _decode_encoded_words(_unfold(value), [])
+            _decode_encoded_words(_unfold(value), _DefectList())
             for field_name, value in self._raw
             if field_name.lower() == key
         )
@@ -1014,9 +1103,12 @@ class Headers:
         if hit is not None:
             return hit[0]  # type: ignore[no-any-return]
         raw = self._first.get(key)
-        defects: list[str] = []
+        defects = _DefectList()
         result = empty if raw is None else parse(raw, defects)
-        self._cache[key] = (result, tuple(f"{key}: {d}" for d in defects) if defects else ())
+        found = tuple(f"{key}: {d}" for d in defects)
+        if defects.dropped:
+            found += (f"{key}: {defects.dropped} more defects not listed",)
+        self._cache[key] = (result, found)
         return result
 
     @property
