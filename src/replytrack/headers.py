@@ -120,6 +120,26 @@ MAX_IDS_PER_FIELD: Final = 100
 #: newest for the rest.
 KEEP_FIRST_IDS: Final = 4
 
+#: At most this many defects are kept per field; the rest are only counted.
+_MAX_FIELD_DEFECTS: Final = 20
+
+
+class _DefectList(list[str]):
+    """The defects of one field: the first `_MAX_FIELD_DEFECTS` kept, the others counted.
+
+    Rule 6: a field of 1 MB holds up to a million defects (a run of "<" is one unterminated id
+    per character); kept as text, they took more memory than the message.
+    """
+
+    dropped = 0
+
+    def append(self, defect: str, /) -> None:
+        if len(self) < _MAX_FIELD_DEFECTS:
+            super().append(defect)
+        else:
+            self.dropped += 1
+
+
 # --------------------------------------------------------------------------------------------
 # Splitting the header block
 # --------------------------------------------------------------------------------------------
@@ -331,7 +351,7 @@ def decode_encoded_words(text: str) -> str:
         is repaired, and words split in the middle of a character are joined before decoding.
         Never raises.
     """
-    return _decode_encoded_words(text, [])
+    return _decode_encoded_words(text, _DefectList())
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,6 +497,19 @@ def _bracketed(
     return text[pos + 1 : next_close], next_close + 1, next_close
 
 
+def _unterminated_ids(rest: str, defects: list[str]) -> list[str]:
+    """The ids of the text after a "<" when no ">" follows: one per "<", its first word."""
+    defects.append("unterminated '<' in message id list")
+    found = []
+    for segment in rest.split("<"):
+        words = segment.split(None, 1)
+        if words:
+            cleaned = _clean_id(words[0], defects)
+            if cleaned:
+                found.append(cleaned)
+    return found
+
+
 def _scan_ids(value: str, defects: list[str]) -> list[str]:
     """Slow path: find every id in a messy msg-id list, never stopping at a bad one."""
     if "=?" in value:
@@ -496,6 +529,11 @@ def _scan_ids(value: str, defects: list[str]) -> list[str]:
     while pos < n:
         ch = text[pos]
         if ch == "<":
+            if next_close < 0:
+                # No ">" is left: each "<" from here on opens an unterminated id whose first
+                # word is the id, as _bracketed reads it; read them all in one pass (Rule 6).
+                ids.extend(_unterminated_ids(text[pos + 1 :], defects))
+                break
             candidate, pos, next_close = _bracketed(text, pos, next_close, defects)
             cleaned = _clean_id(candidate, defects) if candidate is not None else None
             if cleaned:
@@ -588,7 +626,7 @@ def parse_msg_ids(value: str) -> tuple[str, ...]:
         The ids in order, normalised (no brackets or CFWS, domain lower-cased), at most
         `MAX_IDS_PER_FIELD` of them. Never raises.
     """
-    return _parse_ids(value, [])
+    return _parse_ids(value, _DefectList())
 
 
 def parse_msg_id(value: str) -> str:
@@ -638,7 +676,7 @@ def normalize_msg_id(value: str) -> str | None:
     Returns:
         The id in replytrack's canonical form (see the module's Rule 5). Never raises.
     """
-    ids = _parse_ids(value, [])
+    ids = _parse_ids(value, _DefectList())
     return ids[0] if ids else None
 
 
@@ -877,7 +915,8 @@ def _parse_addresses(value: str, defects: list[str]) -> tuple[Address, ...]:
     # Fast path: plain mailboxes separated by whitespace and commas, one regex match each.
     fast = _fast_addresses(value)
     if fast is not None:
-        defects.extend(fast[1])
+        for defect in fast[1]:
+            defects.append(defect)  # one by one: a _DefectList caps append, not extend
         return fast[0]
     out: list[Address] = []
     tokens: list[tuple[str, str]] = []
@@ -914,7 +953,7 @@ def parse_addresses(value: str) -> tuple[Address, ...]:
     Returns:
         The addresses in order. Never raises.
     """
-    return _parse_addresses(value, [])
+    return _parse_addresses(value, _DefectList())
 
 
 def parse_address(value: str) -> Address:
@@ -1000,26 +1039,6 @@ def _parse_date(value: str, defects: list[str]) -> _dt.datetime | None:
 # --------------------------------------------------------------------------------------------
 
 _T = TypeVar("_T")
-
-#: At most this many defects are kept per field; the rest are only counted.
-_MAX_FIELD_DEFECTS: Final = 20
-
-
-class _DefectList(list[str]):
-    """The defects of one field: the first `_MAX_FIELD_DEFECTS` kept, the others counted.
-
-    Rule 6: a field of 1 MB holds up to a million defects (a run of "<" is one unterminated id
-    per character); kept as text, they took more memory than the message.
-    """
-
-    dropped = 0
-
-    def append(self, defect: str, /) -> None:
-        if len(self) < _MAX_FIELD_DEFECTS:
-            super().append(defect)
-        else:
-            self.dropped += 1
-
 
 _NO_IDS: Final[tuple[str, ...]] = ()
 _NO_ADDRESSES: Final[tuple[Address, ...]] = ()

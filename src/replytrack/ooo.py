@@ -1039,7 +1039,11 @@ def _decode_part(part: email.message.Message) -> str:
     charset = (part.get_content_charset() or "utf-8").lower()
     try:
         codec = codecs.lookup(charset).name
-    except LookupError:
+        # A text codec that can replace (as headers._codec_for checks): with "base64",
+        # "undefined" or a NUL in the name, decoding raised, body_text gave "" and an
+        # out-of-office was taken for a human reply.
+        b"\xff".decode(codec, "replace")
+    except (LookupError, UnicodeError, ValueError):
         codec = "utf-8"
     try:
         text = payload.decode(codec)

@@ -297,6 +297,15 @@ def test_a_mebibyte_of_open_brackets_costs_linear_time_and_keeps_few_defects(run
     assert _peak_bytes(lambda: _read_everything(data)) < 24 * MiB
 
 
+def test_a_field_of_many_defective_items_keeps_few_defects() -> None:
+    names = ", ".join(f"=?bogus?q?x{i}?= <a{i}@b.example>" for i in range(20_000))
+    headers = parse_headers(f"To: {names}\nReferences: {'<a ' * 20_000}\n\n".encode())
+
+    assert len(headers.to) == 20_000
+    assert len(headers.defects) <= 2 * 21
+    assert headers.defects[-1].endswith("more defects not listed")
+
+
 @pytest.mark.parametrize("run", [";", ";a=b", '"', "("])
 def test_a_long_parameter_list_is_read_up_to_max_params_chars(run: str) -> None:
     value = "multipart/mixed" + run * (256 * 1024 // len(run)) + "; boundary=b"
