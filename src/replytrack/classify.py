@@ -84,6 +84,10 @@ class Classification:
             it. The correlator ties the report to its send with it.
         feedback_type: for a complaint, the RFC 5965 feedback type (``"abuse"``, ``"fraud"``
             ...).
+        body_text: the readable text of the body that was read to decide (what
+            `replytrack.ooo.body_text` returns), or ``None`` when the body was not read: a
+            report decided by its structure, or headers alone. `ReplyTracker` hands it on to
+            the event instead of decoding the body a second time. Left out of the repr.
     """
 
     kind: Kind
@@ -92,6 +96,7 @@ class Classification:
     reasons: tuple[str, ...] = ()
     original_message_id: str | None = None
     feedback_type: str | None = None
+    body_text: str | None = attrs.field(default=None, repr=False)
 
 
 def classify(
@@ -160,14 +165,19 @@ def _classify(
                 original_message_id=report.original_message_id,
                 feedback_type=report.feedback_type,
             )
-    verdict = ooo.detect_auto_reply(headers, message, body=body)
+    read = body is not None or message is not None
+    if body is None:
+        body = ooo.body_text(message) if message is not None else ""
+    verdict = ooo.detect_auto_reply(headers, body=body)
     if verdict is not None:
         return Classification(
             kind=Kind.OUT_OF_OFFICE if verdict.out_of_office else Kind.AUTO_REPLY,
             return_date=verdict.return_date,
             reasons=verdict.reasons,
+            body_text=body if read else None,
         )
     return Classification(
         kind=Kind.REPLY,
         reasons=(*failures, "no report, bounce or auto-reply evidence: written by a person"),
+        body_text=body if read else None,
     )

@@ -921,6 +921,16 @@ def _compile(book: Phrasebook) -> _Compiled:
 
 
 _BOOKS: Final = tuple(_compile(book) for book in PHRASEBOOKS)
+# Every subject pattern of every book in one alternation: most subjects match none, and one
+# failed match is far cheaper than three per language.
+_ANY_SUBJECT: Final = re.compile(
+    "|".join(
+        f"(?:{pattern.pattern})"
+        for book in _BOOKS
+        for pattern in (book.subject_auto, book.subject_ooo, book.subject_absence)
+        if pattern is not None
+    )
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -972,13 +982,16 @@ _QUOTE_START: Final = re.compile(
 )
 
 
+_QUOTE_HINT: Final = re.compile(r"[>:_-]|begin", re.IGNORECASE)
+
+
 def _unquoted(text: str) -> tuple[str, bool]:
     """The sender's own text, before the first quoted or forwarded part; and whether one was."""
     out: list[str] = []
     size = 0
     for line in text.splitlines():
-        low = _normalize(line).strip()
-        if _QUOTE_START.match(low):
+        # Every branch of _QUOTE_START needs one of these; most lines of prose have none.
+        if _QUOTE_HINT.search(line) and _QUOTE_START.match(_normalize(line).strip()):
             return "\n".join(out)[:MAX_SCAN_CHARS], True
         out.append(line)
         size += len(line) + 1
@@ -1194,6 +1207,8 @@ class _Subject:
 
 def _subject_evidence(subject: str) -> _Subject:
     text = _SUBJECT_TAGS.sub("", _normalize(subject).strip())
+    if not _ANY_SUBJECT.match(text):
+        return _NO_SUBJECT_EVIDENCE
     machine: str | None = None
     absence: str | None = None
     machine_ooo = False
@@ -1212,6 +1227,9 @@ def _subject_evidence(subject: str) -> _Subject:
                 found = match.group(0).rstrip(" :\uff1a-|([,/")
                 absence = f"subject {found!r} ({book.book.code})"
     return _Subject(machine, machine_ooo, absence)
+
+
+_NO_SUBJECT_EVIDENCE: Final = _Subject(None, False, None)
 
 
 def _first(pattern: re.Pattern[str] | None, text: str) -> str | None:

@@ -692,7 +692,7 @@ class ReplyTracker:
             received_at=received_at or headers.date,
             subject=headers.subject,
             bounce=c.bounce,
-            body_text=_plain_text(data),
+            body_text=_plain_text(data, c),
             reasons=(*c.reasons, f"matched by {correlation.method.value}", decision.reason),
             scope=decision.scope.value,
             account_domain=decision.account_domain,
@@ -816,13 +816,18 @@ def _as_bytes(data: str | email.message.Message) -> bytes:
     return data.as_bytes(policy=email.policy.compat32)
 
 
-def _plain_text(data: bytes) -> str | None:
-    data = data[:MAX_PARSE_BYTES]
-    try:
-        # The fast reader gives the stdlib's answer or none; the stdlib parser is the fallback.
-        text = mime.body_text(data)
-        if text is None:
-            text = body_text(email.message_from_bytes(data, policy=email.policy.compat32))
-    except Exception:  # never let the CRM convenience break processing
-        return None
+def _plain_text(data: bytes, classification: Classification) -> str | None:
+    """The reply's text for the event: the body `classify` read, else read now."""
+    text = classification.body_text
+    if text is None:
+        data = data[:MAX_PARSE_BYTES]
+        try:
+            # The fast reader gives the stdlib's answer or none; the bounded stdlib parser
+            # is the fallback.
+            text = mime.body_text(data)
+            if text is None:
+                message = mime.parse(data)
+                text = body_text(message) if message is not None else None
+        except Exception:  # never let the CRM convenience break processing
+            return None
     return text[:MAX_BODY_TEXT] if text else None

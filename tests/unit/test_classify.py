@@ -112,6 +112,20 @@ def test_reply_says_why() -> None:
     assert any("person" in reason for reason in c.reasons)
 
 
+def test_the_body_read_to_decide_comes_with_the_verdict() -> None:
+    reply = classify(build_reply(body="Tuesday at 10 works for me.\n", html=True))
+    ooo = classify(build_out_of_office(language="de", return_date=dt.date(2027, 3, 15)))
+    bounce = classify(build_bounce())
+
+    assert reply.body_text is not None
+    assert reply.body_text.startswith("Tuesday at 10 works for me.")
+    assert "<p>" not in reply.body_text  # the text/plain part, not the markup
+    assert ooo.body_text is not None
+    assert "15" in ooo.body_text
+    assert bounce.body_text is None  # decided by the report's structure: the body not read
+    assert "body_text" not in repr(reply)
+
+
 def test_bytes_str_and_message_input_agree() -> None:
     raw = build_out_of_office(language="de", return_date=dt.date(2027, 3, 15))
     expected = classify(raw)

@@ -213,6 +213,20 @@ def test_a_hard_bounce_stops_the_campaign(tracker: ReplyTracker) -> None:
     assert event.bounce.recipients[0].hard
 
 
+def test_every_event_carries_the_text_of_its_message(tracker: ReplyTracker) -> None:
+    """A reply's text is the one classify read; a bounce's (not read to decide) is read then."""
+    sent = tracker.stamp(outgoing(), "c42:p7")
+    [reply] = tracker.process(
+        build_reply(in_reply_to=f"<{sent.message_id}>", body="Call me on Tuesday.\n", html=True)
+    )
+    [bounce] = tracker.process(build_bounce(original_message_id=f"<{sent.message_id}>"))
+
+    assert reply.body_text is not None
+    assert reply.body_text.startswith("Call me on Tuesday.")
+    assert bounce.body_text is not None
+    assert "jo@customer.example" in bounce.body_text
+
+
 def test_own_mail_and_unrelated_mail_produce_no_event(
     tracker: ReplyTracker, stop: CapturingHook, crm: CapturingHook
 ) -> None:

@@ -310,6 +310,40 @@ class SentMessage:
         return (self.sender, *self.to, *self.cc)
 
 
+_new_object: Final = object.__new__
+_set_field: Final = object.__setattr__
+
+
+def stored_sent(  # noqa: PLR0917 - the fields of SentMessage, in their order
+    message_id: str,
+    ref: str,
+    sender: str,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    subject: str | None,
+    sent_at: _dt.datetime | None,
+    provider_thread_id: str | None,
+    thread_index: bytes | None,
+) -> SentMessage:
+    """A `SentMessage` from values a store wrote, without running the converters again.
+
+    For stores only: the values must be what a `SentMessage` held when it was recorded
+    (canonical id, bare addresses, a UTC time, 16-byte GUID). The converters cost more than
+    the indexed lookup that found the row, and every lookup that matches builds one.
+    """
+    sent: SentMessage = _new_object(SentMessage)
+    _set_field(sent, "message_id", message_id)
+    _set_field(sent, "ref", ref)
+    _set_field(sent, "sender", sender)
+    _set_field(sent, "to", to)
+    _set_field(sent, "cc", cc)
+    _set_field(sent, "subject", subject)
+    _set_field(sent, "sent_at", sent_at)
+    _set_field(sent, "provider_thread_id", provider_thread_id)
+    _set_field(sent, "thread_index", thread_index)
+    return sent
+
+
 class OutboxState(enum.Enum):
     """Where an outbox entry stands.
 

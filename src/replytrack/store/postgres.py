@@ -88,6 +88,7 @@ from replytrack.store.base import (
     guid_bytes,
     iter_chunks,
     payload_bytes,
+    stored_sent,
     subject_key,
 )
 from replytrack.store.sqlite import Migration
@@ -446,16 +447,16 @@ def _utc(value: _dt.datetime | None) -> _dt.datetime | None:
 def _sent_from_row(row: _Row) -> SentMessage:
     """A `SentMessage` from the columns of `_SEND_COLUMNS` (the row id first)."""
     _, mid, ref, sender, to_addrs, cc_addrs, subject, sent_at, thread_id, guid = row
-    return SentMessage(
+    return stored_sent(
         mid,
         ref,
         sender,
-        to_addrs,
-        cc_addrs,
-        subject=subject,
-        sent_at=sent_at,  # the converter makes it UTC
-        provider_thread_id=thread_id,
-        thread_index=guid,
+        tuple(to_addrs),
+        tuple(cc_addrs),
+        subject,
+        _utc(sent_at),
+        thread_id,
+        None if guid is None else bytes(guid),
     )
 
 

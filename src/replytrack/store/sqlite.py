@@ -68,11 +68,14 @@ from replytrack.store.base import (
     guid_bytes,
     iter_chunks,
     payload_bytes,
+    stored_sent,
     subject_key,
     to_micros,
 )
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from replytrack.headers import Address
 
 __all__ = ["Migration", "SQLiteStore"]
@@ -196,13 +199,29 @@ _OUTBOX_COLUMNS: Final = (
 _STATES: Final = {state.value: state for state in OutboxState}
 
 
-@contextlib.contextmanager
-def _translated(action: str) -> Iterator[None]:
-    """Turn `sqlite3.Error` into `StoreError` (module Rule 7)."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise StoreError(f"SQLite could not {action}: {exc}") from exc
+class _translated:  # noqa: N801 - used as a function: `with _translated("read"):`
+    """Turn `sqlite3.Error` into `StoreError` (module Rule 7).
+
+    A class rather than a `contextlib.contextmanager`: it wraps every read, and a generator
+    based context manager costs as much as a small indexed lookup.
+    """
+
+    __slots__ = ("action",)
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"SQLite could not {self.action}: {exc}") from exc
 
 
 def _hash64(text: str) -> int:
@@ -241,16 +260,16 @@ def _padded(chunk: list[str]) -> list[str | None]:
 def _sent_from_row(row: tuple[Any, ...]) -> SentMessage:
     """A `SentMessage` from the columns of `_SEND_COLUMNS` (the row id first)."""
     _, mid, ref, sender, to_addrs, cc_addrs, subject, sent_at, thread_id, guid = row
-    return SentMessage(
+    return stored_sent(
         mid,
         ref,
         sender,
         tuple(json.loads(to_addrs)),
         tuple(json.loads(cc_addrs)),
-        subject=subject,
-        sent_at=None if sent_at == NO_TIME else from_micros(sent_at),
-        provider_thread_id=thread_id,
-        thread_index=guid,
+        subject,
+        None if sent_at == NO_TIME else from_micros(sent_at),
+        thread_id,
+        guid,
     )
 
 
