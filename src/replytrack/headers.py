@@ -822,7 +822,8 @@ def _quote_if_needed(text: str) -> str:
 
 def _angle_addr(text: str) -> str:
     """The addr-spec inside ``<...>``: CFWS removed, an obsolete source route dropped."""
-    text = _strip_cfws(text)
+    # Stripped too: inside an unterminated quoted string ("<\"@x ,") CFWS is text.
+    text = _strip_cfws(text).strip()
     if text.startswith("@") and ":" in text:
         text = text.partition(":")[2]  # RFC 5322 §4.4 obs-route: <@relay1,@relay2:user@host>
     return text

@@ -22,7 +22,9 @@ Rule 1: the result equals the stdlib's, or there is none. The reader reproduces 
 Rule 2: only the fields `ooo.body_text` consults are copied (``Content-Type``,
         ``Content-Transfer-Encoding``, ``Content-Disposition``, the first of each, as
         `email.message.Message.get` returns it); only ``text/plain`` and ``text/html`` leaves
-        get their payload. Decoding is left to the stdlib methods on the skeleton.
+        get their payload - and any leaf with 8-bit data, which ``ooo._text_parts``'s
+        ``get_payload()`` decodes by its charset parameter, raising for some (``undefined``),
+        as on the stdlib's tree. Decoding is left to the stdlib methods on the skeleton.
 Rule 3: work is bounded: at most `MAX_PARTS` parts and `MAX_DEPTH` levels of nesting, else
         ``None``. The caller bounds the input (`replytrack.classify.MAX_PARSE_BYTES`).
 Rule 4: nothing here raises on mail; an unforeseen failure is ``None`` ("unsure").
@@ -38,6 +40,18 @@ Rule 5: where the standard library parses after all (`parse`), its quadratic pat
         `POLICY` reads a ``Content-Type`` or ``Content-Disposition`` value longer than
         `MAX_PARAMS_CHARS` up to that length only. The skeleton's parts use `POLICY` too, so
         that both paths agree.
+Rule 6: most mail is simple, and `body_text` reads it without building a skeleton (whose
+        ``Message`` objects and ``get_param`` calls were half of its cost): the same walk
+        (Rule 1, Rule 3) collects the ``text/plain`` and ``text/html`` leaves, and the chosen
+        leaf is decoded as ``Message.get_payload(decode=True)`` and `ooo`'s own charset
+        handling (``ooo._decode_payload``) decode it - but only where every value read is plain:
+        ASCII, no longer than `MAX_PARAMS_CHARS`, a ``Content-Type`` of ``type/subtype`` and
+        ``name=token`` or ``name="text"`` parameters only (no RFC 2231 ``name*``, no comment,
+        no backslash, no ``;`` or ``<>`` in a value: then the stdlib's parameter parser reads
+        the same first ``charset`` and ``boundary``), a transfer encoding that is not one of
+        the uuencode names, at most ``ooo._MAX_PARTS`` parts (so that ``ooo._text_parts``
+        visits them all). Where ``get_payload()`` would raise on a leaf reached (Rule 2), the
+        text is ``""``, as ``ooo.body_text`` makes it. Anything else takes the skeleton path.
 """
 
 from __future__ import annotations
@@ -45,9 +59,14 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
+import quopri
 import re
+from collections.abc import Callable
+
+# Message.get_payload(decode=True) decodes base64 with it (Rule 6); typeshed has no stub.
+from email._encoded_words import decode_b as _stdlib_decode_b  # type: ignore[import-not-found]
 from email.header import Header
-from typing import Final
+from typing import Any, Final
 
 from replytrack import ooo
 
@@ -110,8 +129,69 @@ _EMPTY_LINE: Final = re.compile(rb"\n\r?\n")
 _TEXT_TYPES: Final = frozenset({"text/plain", "text/html"})
 
 
+# Rule 6: a Content-Type the stdlib's parameter parser (`email.message._parseparam`,
+# `email.utils.decode_params`, `unquote`) reads like this: type/subtype, then parameters
+# `name="text"` or `name=token` (possibly empty), white space (folding included) around each
+# piece. No "*" in a name (RFC 2231), no quote, backslash, ";" or "<>" in a value (quote
+# counting, unquoting).
+_WS: Final = r"[ \t\r\n]*"
+_WORD_CHARS: Final = r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]"
+_PLAIN_TYPE: Final = re.compile(f"{_WS}{_WORD_CHARS}+/{_WORD_CHARS}+{_WS}")
+_PLAIN_PARAM: Final = re.compile(
+    rf';{_WS}([A-Za-z0-9_.-]+){_WS}={_WS}(?:"([^"\\;<>\r\n]*)"|({_WORD_CHARS}*)){_WS}'
+)
+# The transfer encodings Message.get_payload decodes with uu (Rule 6 leaves them to it).
+_UUENCODE: Final = frozenset({"x-uuencode", "uuencode", "uue", "x-uue"})
+_decode_b: Final[Callable[[bytes], tuple[bytes, list[Any]]]] = _stdlib_decode_b
+
+
 class _UnsureError(Exception):
     """The feed parser would take a branch this reader does not reproduce."""
+
+
+class _Leaf:
+    """A leaf found by `_Reader.leaves` (Rule 6): neither a multipart nor a message."""
+
+    __slots__ = ("ctype", "end", "fields", "start")
+
+    def __init__(self, ctype: str, fields: dict[bytes, tuple[str, str]], start: int, end: int):
+        self.ctype = ctype
+        self.fields = fields
+        self.start = start
+        self.end = end
+
+
+def _plain_params(value: str) -> dict[str, str]:
+    """The parameters of a plain ``Content-Type`` value as ``Message.get_param`` reads them.
+
+    Names lower-cased, values unquoted, the first of each name kept; `_UnsureError` where the
+    value is not plain (Rule 6).
+    """
+    if len(value) > MAX_PARAMS_CHARS or not value.isascii():
+        raise _UnsureError
+    m = _PLAIN_TYPE.match(value)
+    if m is None:
+        raise _UnsureError
+    params: dict[str, str] = {}
+    at, end = m.end(), len(value)
+    while at < end:
+        p = _PLAIN_PARAM.match(value, at)
+        if p is None:
+            raise _UnsureError
+        quoted = p.group(2)
+        params.setdefault(p.group(1).lower(), p.group(3) if quoted is None else quoted)
+        at = p.end()
+    return params
+
+
+def _plain_body_text(data: bytes) -> str | None:
+    """`body_text` of a message whose text part is plain (Rule 6); ``None`` for the rest."""
+    try:
+        if _BARE_CR.search(data) or data.startswith(b"From "):
+            return None
+        return _Reader(data).plain_body_text()
+    except Exception:  # _UnsureError, and Rule 4: the skeleton path decides
+        return None
 
 
 def body_text(data: bytes) -> str | None:
@@ -125,6 +205,9 @@ def body_text(data: bytes) -> str | None:
         or ``None`` when the message's structure is one this reader leaves to the stdlib
         (Rule 1). Never raises.
     """
+    text = _plain_body_text(data)
+    if text is not None:
+        return text
     root = skeleton(data)
     return None if root is None else ooo.body_text(root)
 
@@ -219,8 +302,153 @@ class _Reader:
         if digest:
             # RFC 2046 §5.1.5, as the feed parser applies it.
             msg.set_default_type("message/rfc822")
-        content_type: str | None = None
-        seen: set[bytes] = set()
+        fields = self._fields(start, fields_end)
+        for name, value in fields.values():
+            msg[name] = value
+        content_type = fields.get(b"content-type")
+        ctype = _content_type(msg, None if content_type is None else content_type[1])
+        maintype = ctype.partition("/")[0]
+        if maintype == "message":
+            return msg  # ooo never reads attached messages (ooo Rule 6)
+        if maintype == "multipart":
+            self._children(msg, ctype, body, end, depth=depth)
+            return msg
+        payload = data[body : self._payload_end(body, end, nested=nested)]
+        # ooo._text_parts calls get_payload() on every leaf, which decodes 8-bit data with the
+        # charset parameter and can raise (charset "undefined"): other leaves keep theirs too.
+        if ctype in _TEXT_TYPES or not payload.isascii():
+            msg.set_payload(payload.decode("ascii", "surrogateescape"))
+        else:
+            msg.set_payload("")
+        return msg
+
+    def _payload_end(self, body: int, end: int, *, nested: bool) -> int:
+        """The end of a leaf's payload in ``data[body:end]``; `nested`: it sits in a multipart."""
+        if nested:
+            # RFC 2046 §5.1.1: the line break before a boundary is the boundary's.
+            if self.data.endswith(b"\r\n", body, end):
+                return end - 2
+            if self.data.endswith(b"\n", body, end):
+                return end - 1
+        return end
+
+    def plain_body_text(self) -> str:
+        """`ooo.body_text` of the skeleton, read from the leaves (Rule 6), or `_UnsureError`."""
+        leaves: list[_Leaf] = []
+        self.leaves(0, len(self.data), depth=0, digest=False, nested=False, out=leaves)
+        # ooo.body_text, step by step, over the leaves ooo._text_parts yields.
+        html_part: _Leaf | None = None
+        for leaf in leaves:
+            if self._get_payload_raises(leaf):
+                return ""  # ooo.body_text's "never raises"
+            disposition = leaf.fields.get(b"content-disposition")
+            if disposition is not None and disposition[1].lower().startswith("attachment"):
+                continue
+            if leaf.ctype == "text/plain":
+                return self._decode(leaf)
+            if leaf.ctype == "text/html" and html_part is None:
+                html_part = leaf
+        if html_part is not None:
+            return ooo._strip_html(self._decode(html_part))[: ooo.MAX_BODY_CHARS]
+        return ""
+
+    def leaves(
+        self, start: int, end: int, *, depth: int, digest: bool, nested: bool, out: list[_Leaf]
+    ) -> None:
+        """`part`, without the ``Message`` objects: the leaves go to `out` in order."""
+        self.parts += 1
+        if self.parts > min(MAX_PARTS, ooo._MAX_PARTS) or depth > MAX_DEPTH:
+            raise _UnsureError
+        fields_end, body = self._header_end(start, end)
+        fields = self._fields(start, fields_end)
+        content_type = fields.get(b"content-type")
+        value = "" if content_type is None else content_type[1]
+        if content_type is None:
+            ctype = "message/rfc822" if digest else "text/plain"
+        else:
+            if not value.isascii() or len(value) > MAX_PARAMS_CHARS:
+                raise _UnsureError  # a Header (Rule 1), or a value cut (Rule 5)
+            # email.message.Message.get_content_type, as in _content_type.
+            ctype = value.partition(";")[0].strip().lower()
+            if ctype.count("/") != 1:
+                ctype = "text/plain"
+        maintype = ctype.partition("/")[0]
+        if maintype == "message":
+            return  # ooo never reads attached messages (ooo Rule 6)
+        if maintype == "multipart":
+            boundary = _plain_params(value).get("boundary")
+            # Message.get_boundary: collapse_rfc2231_value (unquote) and rstrip.
+            spans = self._child_spans(None if boundary is None else boundary.rstrip(), body, end)
+            for part_start, part_end in spans:
+                self.leaves(
+                    part_start,
+                    part_end,
+                    depth=depth + 1,
+                    digest=ctype == "multipart/digest",
+                    nested=True,
+                    out=out,
+                )
+            return
+        # ooo.body_text reads the payload and disposition of every leaf it reaches; an ASCII
+        # disposition is the value itself.
+        disposition = fields.get(b"content-disposition")
+        if disposition is not None and not disposition[1].isascii():
+            raise _UnsureError  # compat32 hands out a Header
+        out.append(_Leaf(ctype, fields, body, self._payload_end(body, end, nested=nested)))
+
+    def _get_payload_raises(self, leaf: _Leaf) -> bool:
+        """Whether ``Message.get_payload()``, called by ``ooo._text_parts``, raises on the leaf.
+
+        A payload with 8-bit data is decoded with the ``charset`` parameter (``"ascii"`` if
+        none), errors replaced; only a LookupError is caught, and a codec such as
+        ``undefined`` or ``idna`` raises another error.
+        """
+        payload = self.data[leaf.start : leaf.end]
+        if payload.isascii():
+            return False
+        content_type = leaf.fields.get(b"content-type")
+        charset = "ascii"
+        if content_type is not None:
+            charset = _plain_params(content_type[1]).get("charset", "ascii")
+        try:
+            payload.decode(charset, "replace")
+        except LookupError:
+            return False
+        except Exception:  # the very error the stdlib path raises
+            return True
+        return False
+
+    def _decode(self, leaf: _Leaf) -> str:
+        """``ooo._decode_payload`` of the leaf, its payload decoded as ``get_payload`` does."""
+        content_type = leaf.fields.get(b"content-type")
+        charset = None
+        if content_type is not None:
+            charset = _plain_params(content_type[1]).get("charset")
+            if charset is not None:
+                charset = charset.lower()  # Message.get_content_charset
+        # The skeleton's payload, surrogate-escaped, is encoded back to these very bytes.
+        payload = self.data[leaf.start : leaf.end]
+        cte_field = leaf.fields.get(b"content-transfer-encoding")
+        cte = "" if cte_field is None else cte_field[1]
+        if not cte.isascii():
+            raise _UnsureError  # compat32 hands out a Header
+        cte = cte.lower()  # lower-cased, not stripped: "base64 " is no base64
+        if cte == "quoted-printable":
+            payload = quopri.decodestring(payload)
+        elif cte == "base64":
+            payload = _decode_b(b"".join(payload.splitlines()))[0]
+        elif cte in _UUENCODE:
+            raise _UnsureError
+        return ooo._decode_payload(payload, charset)
+
+    def _fields(self, start: int, fields_end: int) -> dict[bytes, tuple[str, str]]:
+        """The fields of Rule 2 in ``data[start:fields_end]``: lower-case name -> (name, value).
+
+        The first field of each name, as `email.message.Message.get` returns it; the value as
+        ``compat32`` stores it, binary data surrogate-escaped as the bytes parser leaves it.
+        """
+        data = self.data
+        found: dict[bytes, tuple[str, str]] = {}
         lower = data[start:fields_end].lower()
         at = 0
         while (at := lower.find(b"content-", at)) >= 0:
@@ -232,32 +460,11 @@ class _Reader:
             if m is None:
                 continue
             key = lower[at - 8 : at - 8 + len(m.group(1))]
-            if key in seen:
+            if key in found:
                 continue  # Message.get returns the first
-            seen.add(key)
             value = m.group(2).lstrip(b" \t").rstrip(b"\r\n").decode("ascii", "surrogateescape")
-            msg[m.group(1).decode("ascii")] = value
-            if key == b"content-type":
-                content_type = value
-        ctype = _content_type(msg, content_type)
-        maintype = ctype.partition("/")[0]
-        if maintype == "message":
-            return msg  # ooo never reads attached messages (ooo Rule 6)
-        if maintype == "multipart":
-            self._children(msg, ctype, body, end, depth=depth)
-            return msg
-        if ctype in _TEXT_TYPES:
-            payload = data[body:end]
-            if nested:
-                # RFC 2046 §5.1.1: the line break before a boundary is the boundary's.
-                if payload.endswith(b"\r\n"):
-                    payload = payload[:-2]
-                elif payload.endswith(b"\n"):
-                    payload = payload[:-1]
-            msg.set_payload(payload.decode("ascii", "surrogateescape"))
-        else:
-            msg.set_payload("")
-        return msg
+            found[key] = (m.group(1).decode("ascii"), value)
+        return found
 
     def _header_end(self, start: int, end: int) -> tuple[int, int]:
         """The end of the header block in ``data[start:end]`` and the start of the body."""
@@ -277,26 +484,29 @@ class _Reader:
     def _children(
         self, msg: email.message.Message, ctype: str, start: int, end: int, *, depth: int
     ) -> None:
-        boundary = msg.get_boundary()
+        digest = ctype == "multipart/digest"
+        for part_start, part_end in self._child_spans(msg.get_boundary(), start, end):
+            msg.attach(
+                self.part(part_start, part_end, depth=depth + 1, digest=digest, nested=True)
+            )
+
+    def _child_spans(self, boundary: str | None, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of a multipart whose body is ``data[start:end]``: (start, end) of each."""
         if not boundary or not boundary.isascii():
             raise _UnsureError
         lines = self._boundary_lines(b"--" + boundary.encode("ascii"), start, end)
         if not lines or lines[0][2]:
             raise _UnsureError  # no part at all
-        digest = ctype == "multipart/digest"
+        spans: list[tuple[int, int]] = []
         k = 0
         while True:
             # Adjacent boundary lines are one (the feed parser's reading of RFC 2046 BNF).
             while k + 1 < len(lines) and lines[k + 1][0] == lines[k][1]:
                 k += 1
-            part_start = lines[k][1]
-            part_end = lines[k + 1][0] if k + 1 < len(lines) else end
-            msg.attach(
-                self.part(part_start, part_end, depth=depth + 1, digest=digest, nested=True)
-            )
+            spans.append((lines[k][1], lines[k + 1][0] if k + 1 < len(lines) else end))
             k += 1
             if k >= len(lines) or lines[k][2]:
-                return  # the close boundary, or the end of the data (a truncated multipart)
+                return spans  # the close boundary, or the end of the data (a truncated multipart)
 
     def _boundary_lines(self, sep: bytes, start: int, end: int) -> list[tuple[int, int, bool]]:
         """Boundary lines in ``data[start:end]``: (line start, next line start, is close)."""

@@ -1048,8 +1048,17 @@ def _decode_part(part: email.message.Message) -> str:
         return ""
     if not isinstance(payload, bytes):
         return ""
+    return _decode_payload(payload, part.get_content_charset())
+
+
+def _decode_payload(payload: bytes, charset: str | None) -> str:
+    """The text of a part's payload (transfer encoding undone) in its declared charset.
+
+    A charset that is unknown, or not a text encoding, reads as UTF-8; a payload that is not
+    valid in its charset is read as UTF-8, then cp1252. At most `MAX_BODY_CHARS` characters.
+    """
     payload = payload[: MAX_BODY_CHARS * 4]  # UTF-8 needs at most 4 bytes a character
-    charset = (part.get_content_charset() or "utf-8").lower()
+    charset = (charset or "utf-8").lower()
     try:
         codec = codecs.lookup(charset).name
         # A text codec that can replace (as headers._codec_for checks): with "base64",

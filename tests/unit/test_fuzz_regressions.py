@@ -18,7 +18,7 @@ import pytest
 
 from replytrack import dsn
 from replytrack.classify import Kind, classify
-from replytrack.headers import normalize_msg_id, parse_headers
+from replytrack.headers import normalize_msg_id, parse_addresses, parse_headers
 
 FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
 CEILING_SECONDS = 3.0
@@ -107,6 +107,21 @@ def test_an_id_made_of_nested_encoded_words_reads_back_as_itself(value: bytes) -
     mid = parse_headers(b"Message-ID:" + value + b"\n\n").message_id
 
     assert mid is None or normalize_msg_id(f"<{mid}>") == mid
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # Found by the thorough hypothesis profile (test_address_lists_never_raise...): an
+        # unterminated "<" read up to the comma, whose quote kept the space before it.
+        '0 <"@0 ,  0@[192.0.2.1]',
+        '<"@0 , >',
+        "<jo@x.example , bo@y.example",
+    ],
+)
+def test_an_address_never_keeps_white_space_at_its_ends(value: str) -> None:
+    for address in parse_addresses(value):
+        assert address.addr == address.addr.strip()
 
 
 # --- bounded work in plain-text bounces (dsn Rule 6) ------------------------------------------
