@@ -896,13 +896,15 @@ class _SQLiteTransaction:
         """See `replytrack.store.Transaction.record_incoming`."""
         db = self._db()
         incoming, target = canonical_id(message_id), canonical_id(sent_message_id)
-        known = self._send_of(target)
-        if known is None:
-            raise ConfigError(f"no send is recorded as {sent_message_id!r}")
-        db.execute(
-            "INSERT OR IGNORE INTO incoming (message_id, send_id) VALUES (?, ?)",
-            (incoming, known[0]),
+        # One statement in the common case (a new tie to a known send); the send is looked
+        # up apart only when nothing was written, to tell "already tied" from "unknown".
+        cursor = db.execute(
+            "INSERT OR IGNORE INTO incoming (message_id, send_id)"
+            " SELECT ?, send_id FROM message_ids WHERE message_id = ?",
+            (incoming, target),
         )
+        if cursor.rowcount == 0 and self._send_of(target) is None:
+            raise ConfigError(f"no send is recorded as {sent_message_id!r}")
 
     def mark_processed(self, key: str, processed_at: _dt.datetime) -> bool:
         """See `replytrack.store.Transaction.mark_processed`."""
@@ -930,18 +932,15 @@ class _SQLiteTransaction:
         body = payload_bytes(payload)
         moment = to_micros(aware_utc(now, "now"))
         due = moment if due_at is None else to_micros(aware_utc(due_at, "due_at"))
-        # Look first rather than INSERT OR IGNORE: an ignored insert still consumes an
+        # NOT EXISTS rather than INSERT OR IGNORE: an ignored insert still consumes an
         # AUTOINCREMENT value, and entry ids should not jump on every duplicate.
-        if db.execute(
-            "SELECT 1 FROM outbox WHERE event_id = ? AND hook = ?", (event_id, hook)
-        ).fetchone():
-            return None
         cursor = db.execute(
             "INSERT INTO outbox (event_id, hook, payload, state, attempts,"
-            " created_at, next_attempt_at) VALUES (?, ?, ?, 'pending', 0, ?, ?)",
-            (event_id, hook, body, moment, due),
+            " created_at, next_attempt_at) SELECT ?, ?, ?, 'pending', 0, ?, ?"
+            " WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE event_id = ? AND hook = ?)",
+            (event_id, hook, body, moment, due, event_id, hook),
         )
-        return int(cursor.lastrowid or 0)
+        return int(cursor.lastrowid or 0) if cursor.rowcount == 1 else None
 
     def _require_entry(self, entry_id: int) -> str:
         row = self._db().execute("SELECT state FROM outbox WHERE id = ?", (entry_id,)).fetchone()
@@ -952,12 +951,13 @@ class _SQLiteTransaction:
     def mark_delivered(self, entry_id: int, now: _dt.datetime) -> None:
         """See `replytrack.store.Transaction.mark_delivered`."""
         moment = to_micros(aware_utc(now, "now"))
-        if self._require_entry(entry_id) != OutboxState.DELIVERED.value:
-            self._db().execute(
-                "UPDATE outbox SET state = 'delivered', next_attempt_at = NULL,"
-                " finished_at = ? WHERE id = ?",
-                (moment, entry_id),
-            )
+        cursor = self._db().execute(
+            "UPDATE outbox SET state = 'delivered', next_attempt_at = NULL,"
+            " finished_at = ? WHERE id = ? AND state != 'delivered'",
+            (moment, entry_id),
+        )
+        if cursor.rowcount == 0:
+            self._require_entry(entry_id)  # delivered already, or no such entry
 
     def mark_failed(self, entry_id: int, error: str, retry_at: _dt.datetime) -> None:
         """See `replytrack.store.Transaction.mark_failed`."""
