@@ -10,8 +10,10 @@ Rule 1: decisions are durable before anything else happens. For each incoming me
         a batch is acknowledged exactly when its decisions are stored.
 Rule 2: hooks run after the commit, and a hook that raises leaves its entry in the outbox with a
         retry time (exponential backoff, capped); after `max_attempts` the entry is parked as
-        dead. Nothing is lost: a crash anywhere re-delivers at most what was not yet marked
-        delivered, with the same ``event_id`` (at-least-once delivery, see `replytrack.hooks`).
+        dead. The outcomes of a batch's hook calls are recorded with the next batch's commit
+        (and at the end of `poll` or `process_many`): one durable commit per batch. Nothing is
+        lost: a crash anywhere re-delivers at most what was not yet marked delivered, with the
+        same ``event_id`` (at-least-once delivery, see `replytrack.hooks`).
 Rule 3: processing is idempotent per incoming message: the ledger key is its Message-ID (or a
         digest of its header block when it has none), so the same reply seen in two mailboxes
         or after a resync produces one event.
@@ -54,7 +56,7 @@ from replytrack.ooo import body_text
 from replytrack.policy import Decision, Policy
 from replytrack.sources.base import IncomingMessage, MailboxSource
 from replytrack.store import SentMessage, Store
-from replytrack.store.base import check_limit
+from replytrack.store.base import Transaction, check_limit
 from replytrack.threadindex import ThreadIndex, thread_topic
 
 __all__ = ["ORIGIN_HEADER", "LearnResult", "PollResult", "ReplyTracker", "RetryResult"]
@@ -411,18 +413,28 @@ class ReplyTracker:
         check_limit(batch_size, "batch_size")
         events: list[ReplyEvent] = []
         batch: list[IncomingMessage] = []
-        for message in messages:
-            batch.append(_incoming(message))
-            if len(batch) == batch_size:
-                events += self._process_batch(batch)
-                batch = []
-        if batch:
-            events += self._process_batch(batch)
+        outcomes: list[_Outcome] = []  # hook outcomes the next commit records
+        try:
+            for message in messages:
+                batch.append(_incoming(message))
+                if len(batch) == batch_size:
+                    events += self._process_batch(batch, outcomes)
+                    batch = []
+            if batch:
+                events += self._process_batch(batch, outcomes)
+        except BaseException:
+            self._record_quietly(outcomes)
+            raise
+        self._record(outcomes)
         return events
 
-    def _process_batch(self, batch: Sequence[IncomingMessage]) -> list[ReplyEvent]:
+    def _process_batch(
+        self, batch: Sequence[IncomingMessage], outcomes: list[_Outcome]
+    ) -> list[ReplyEvent]:
+        """Decide, commit (with `outcomes`, then emptied), call hooks (into `outcomes`)."""
         decided = self._decide_batch(batch, None)
-        self._dispatch(self._commit(decided, None))
+        queued = self._commit(decided, None, outcomes)
+        outcomes[:] = self._dispatch(queued)
         return [d.event for d in decided if d.event is not None]
 
     def poll(
@@ -446,16 +458,20 @@ class ReplyTracker:
         errors: list[str] = []
         more = False
         cursor = self.store.load_cursor(source.name)
+        outcomes: list[_Outcome] = []  # hook outcomes the next commit records
         while max_batches is None or counts["batches"] < max_batches:
             try:
                 batch = source.fetch(cursor, limit)
                 decided = self._decide_batch(batch.messages, source)
-                queued = self._commit(decided, (source.name, batch.cursor))
+                queued = self._commit(decided, (source.name, batch.cursor), outcomes)
             except (SourceError, StoreError) as exc:
                 log.warning("poll of %s stopped: %s", source.name, exc)
                 errors.append(f"{type(exc).__name__}: {exc}")
                 more = False  # poll again later, not at once
                 break
+            except BaseException:
+                self._record_quietly(outcomes)
+                raise
             cursor = batch.cursor
             counts["batches"] += 1
             counts["seen"] += len(decided)
@@ -464,10 +480,14 @@ class ReplyTracker:
             matched = [d for d in decided if d.event is not None]
             counts["matched"] += len(matched)
             counts["events"] += len(matched)
-            self._dispatch(queued)
+            outcomes[:] = self._dispatch(queued)
             more = batch.more
             if not more:
                 break
+        if errors:
+            self._record_quietly(outcomes)
+        else:
+            self._record(outcomes)
         return PollResult(**counts, errors=tuple(errors), more=more)
 
     def learn_sent(
@@ -699,9 +719,15 @@ class ReplyTracker:
         )
 
     def _commit(
-        self, decided: Sequence[_Decided], cursor: tuple[str, str] | None
+        self,
+        decided: Sequence[_Decided],
+        cursor: tuple[str, str] | None,
+        outcomes: Sequence[_Outcome] = (),
     ) -> list[tuple[int, str, ReplyEvent]]:
         """Write the ledger, incoming ties and outbox of `decided` (and the cursor) at once.
+
+        The hook outcomes of the previous batch (`outcomes`) are recorded in the same
+        transaction: one durable commit per batch instead of two.
 
         Returns:
             The outbox entries queued, as (entry id, hook, event), for `_dispatch`.
@@ -709,6 +735,7 @@ class ReplyTracker:
         now = self._now()
         queued: list[tuple[int, str, ReplyEvent]] = []
         with self.store.transaction() as tx:
+            _record_outcomes(tx, outcomes)
             for d in decided:
                 if d.duplicate:
                     continue
@@ -730,14 +757,13 @@ class ReplyTracker:
                 tx.save_cursor(*cursor)
         return queued
 
-    def _dispatch(self, queued: Sequence[tuple[int, str, ReplyEvent]]) -> list[str]:
-        """Call the hooks of freshly queued entries, then record the outcomes in one commit.
+    def _dispatch(self, queued: Sequence[tuple[int, str, ReplyEvent]]) -> list[_Outcome]:
+        """Call the hooks of freshly queued entries; return the outcomes to record.
 
-        A crash between a call and the commit re-delivers that entry later (Rule 2).
+        The caller records them with its next commit, or with `_record` at the end. A crash
+        before that re-delivers those entries later, with the same event_id (Rule 2).
         """
-        outcomes = [self._call(entry_id, hook, event, 0) for entry_id, hook, event in queued]
-        self._record(outcomes)
-        return [outcome[1] for outcome in outcomes]
+        return [self._call(entry_id, hook, event, 0) for entry_id, hook, event in queued]
 
     def _call(self, entry_id: int, hook_name: str, event: ReplyEvent, attempts: int) -> _Outcome:
         """Call one hook; return what to record, without writing it."""
@@ -761,13 +787,28 @@ class ReplyTracker:
         if not outcomes:
             return
         with self.store.transaction() as tx:
-            for entry_id, state, error, when in outcomes:
-                if state == "delivered":
-                    tx.mark_delivered(entry_id, when)
-                elif state == "failed":
-                    tx.mark_failed(entry_id, error or "", when)
-                else:
-                    tx.mark_dead(entry_id, error or "", when)
+            _record_outcomes(tx, outcomes)
+
+    def _record_quietly(self, outcomes: Sequence[_Outcome]) -> None:
+        """`_record` on the way out of a failure: a store error here must not hide that one.
+
+        Entries left unrecorded stay pending and are delivered again once their claim runs
+        out (at least once, same event_id).
+        """
+        try:
+            self._record(outcomes)
+        except StoreError as exc:
+            log.warning("could not record %d hook outcomes: %s", len(outcomes), exc)
+
+
+def _record_outcomes(tx: Transaction, outcomes: Sequence[_Outcome]) -> None:
+    for entry_id, state, error, when in outcomes:
+        if state == "delivered":
+            tx.mark_delivered(entry_id, when)
+        elif state == "failed":
+            tx.mark_failed(entry_id, error or "", when)
+        else:
+            tx.mark_dead(entry_id, error or "", when)
 
 
 def _set(message: email.message.Message, name: str, value: str) -> None:

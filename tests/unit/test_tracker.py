@@ -12,9 +12,10 @@ import pytest
 
 from replytrack import Kind, MessageIdGenerator, SQLiteStore, ThreadIndex, parse_headers
 from replytrack.correlate import MatchMethod, Role
-from replytrack.errors import ConfigError
+from replytrack.errors import ConfigError, SourceError
 from replytrack.events import Action
-from replytrack.sources import IncomingMessage
+from replytrack.sources import Batch, IncomingMessage
+from replytrack.store import OutboxState
 from replytrack.testing import (
     CapturingHook,
     MemorySource,
@@ -333,6 +334,34 @@ def test_a_source_failure_loses_nothing_and_duplicates_nothing(
     assert sorted(e.responder.addr for e in stop.events if e.responder) == sorted(
         [JO, SAM, "x@customer.example"]
     )
+
+
+def test_hook_outcomes_are_recorded_when_a_later_batch_fails(
+    tracker: ReplyTracker, stop: CapturingHook
+) -> None:
+    """Outcomes wait for the next batch's commit; a failure there must not leave them out."""
+
+    class FailsOnSecondFetch(MemorySource):
+        fetches = 0
+
+        def fetch(self, cursor: str | None, limit: int = 100) -> Batch:
+            self.fetches += 1
+            if self.fetches == 2:
+                raise SourceError("the mailbox went away")
+            return super().fetch(cursor, limit)
+
+    sent = tracker.stamp(outgoing(), "c42:p7")
+    source = FailsOnSecondFetch(name="inbox")
+    for sender in (JO, SAM):
+        source.add(build_reply(in_reply_to=f"<{sent.message_id}>", from_=sender))
+
+    result = tracker.poll(source, limit=1)
+
+    assert result.errors
+    [event] = stop.events
+    states = {entry.state for entry in tracker.store.find_outbox(event.event_id)}
+    assert states == {OutboxState.DELIVERED}
+    assert tracker.retry_pending().delivered == 0  # nothing left to deliver again
 
 
 def test_the_same_message_in_two_mailboxes_yields_one_event(
