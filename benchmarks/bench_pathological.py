@@ -90,7 +90,8 @@ def _field(name: str, value: str, *, sender: str = "jo@customer.example") -> byt
     ).encode()
 
 
-def _nested(depth: int, *, body: bytes = b"", sender: str = "MAILER-DAEMON@mx.example") -> bytes:
+def nested(depth: int, *, body: bytes = b"", sender: str = "MAILER-DAEMON@mx.example") -> bytes:
+    """`depth` nested multiparts around an out-of-office text (also the guard tests' input)."""
     out = [f"From: {sender}\nSubject: nested\nMIME-Version: 1.0\n".encode()]
     out += [
         b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (i, i) for i in range(depth)
@@ -100,7 +101,8 @@ def _nested(depth: int, *, body: bytes = b"", sender: str = "MAILER-DAEMON@mx.ex
     return b"".join(out)
 
 
-def _attachment(megabytes: int, sender: str) -> bytes:
+def attachment(megabytes: int, sender: str) -> bytes:
+    """An auto-reply carrying a PDF of `megabytes` MiB (also the guard tests' input)."""
     line = b"JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFIvRmlsdGVyIC9GbGF0ZUR\n"
     return (
         (
@@ -207,23 +209,23 @@ def build_cases() -> list[Case]:
             ),
             True,
         ),
-        Case("nested_10000", "10,000 nested multiparts", _nested(10_000), False),
+        Case("nested_10000", "10,000 nested multiparts", nested(10_000), False),
         Case(
             "nested_200_long_body",
             "200 nested multiparts, then 400 KB of empty lines",
-            _nested(200, body=b"\n" * 400_000),
+            nested(200, body=b"\n" * 400_000),
             False,
         ),
         Case(
             "attachment_50mb_person",
             "an out-of-office with a 50 MB attachment (replytrack.mime reads it)",
-            _attachment(50, "jo@customer.example"),
+            attachment(50, "jo@customer.example"),
             False,
         ),
         Case(
             "attachment_50mb_daemon",
             "the same from MAILER-DAEMON (the stdlib parses it)",
-            _attachment(50, "MAILER-DAEMON@mx.example"),
+            attachment(50, "MAILER-DAEMON@mx.example"),
             False,
         ),
         Case(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -138,14 +139,10 @@ def test_ten_thousand_references_make_bounded_store_lookups() -> None:
 # --- deeply nested multiparts -----------------------------------------------------------------
 
 
-def _nested(depth: int, *, sender: str = "jo@customer.example", body: bytes = b"") -> bytes:
-    out = [f"From: {sender}\nSubject: nested\nMIME-Version: 1.0\n".encode()]
-    out += [
-        b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (i, i) for i in range(depth)
-    ]
-    out.append(b"Content-Type: text/plain\n\nI am out of the office until Monday.\n" + body)
-    out += [b"--b%d--\n" % i for i in reversed(range(depth))]
-    return b"".join(out)
+@pytest.fixture(scope="module")
+def inputs(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    """bench_pathological's builders: the guards check the inputs the benchmark measures."""
+    return load_benchmark("bench_pathological")
 
 
 def _depth(message: Any) -> int:
@@ -159,17 +156,19 @@ def _depth(message: Any) -> int:
     return deepest
 
 
-def test_the_stdlib_parser_gets_at_most_max_containers_nested_parts() -> None:
-    parsed = mime.parse(_nested(10_000))
+def test_the_stdlib_parser_gets_at_most_max_containers_nested_parts(inputs: ModuleType) -> None:
+    parsed = mime.parse(inputs.nested(10_000))
 
     assert parsed is not None  # unbounded, the stdlib parser fails with RecursionError
     assert _depth(parsed) <= mime.MAX_CONTAINERS + 1
 
 
 @pytest.mark.parametrize("sender", ["jo@customer.example", "MAILER-DAEMON@mx.example"])
-def test_deeply_nested_multiparts_with_a_long_body_classify_in_bounded_time(sender: str) -> None:
+def test_deeply_nested_multiparts_with_a_long_body_classify_in_bounded_time(
+    sender: str, inputs: ModuleType
+) -> None:
     """The feed parser checks each line against every enclosing boundary: depth x lines."""
-    data = _nested(200, sender=sender, body=b"\n" * 400_000)  # unbounded: 7 s
+    data = inputs.nested(200, sender=sender, body=b"\n" * 400_000)  # unbounded: 7 s
 
     assert _seconds(lambda: classify(data)) < CEILING_SECONDS
     assert _seconds(lambda: Correlator(MemoryStore()).correlate(data)) < CEILING_SECONDS
@@ -197,25 +196,11 @@ def test_a_bounce_whose_returned_message_nests_five_thousand_deep_is_still_a_bou
 # --- a 50 MB attachment -----------------------------------------------------------------------
 
 
-def _with_attachment(megabytes: int, *, sender: str) -> bytes:
-    line = b"JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFIvRmlsdGVyIC9GbGF0ZUR\n"
-    return (
-        (
-            f"From: {sender}\nTo: rep@sales.example\nSubject: Automatic reply: Quick question\n"
-            "In-Reply-To: <send-1@mail.sales.example>\nAuto-Submitted: auto-replied\n"
-            "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\n"
-            "Content-Type: text/plain\n\nI am out of the office until Monday.\n--b\n"
-            "Content-Type: application/pdf\nContent-Transfer-Encoding: base64\n\n"
-        ).encode()
-        + line * (megabytes * MiB // len(line))
-        + b"--b--\n"
-    )
-
-
 @pytest.fixture(scope="module", params=["jo@customer.example", "MAILER-DAEMON@mx.example"])
-def fifty_megabytes(request: pytest.FixtureRequest) -> bytes:
+def fifty_megabytes(request: pytest.FixtureRequest, inputs: ModuleType) -> bytes:
     """A 50 MB message from a person (read by replytrack.mime) or a daemon (by the stdlib)."""
-    return _with_attachment(50, sender=request.param)
+    data: bytes = inputs.attachment(50, request.param)
+    return data
 
 
 def test_classifying_a_fifty_megabyte_message_reads_a_bounded_prefix(
