@@ -221,6 +221,26 @@ def test_a_long_diagnostic_is_read_in_part_by_the_reason_patterns(
     assert sum(lengths) <= 3 * len(counting) * dsn._REASON_SCAN_CHARS
 
 
+def test_recipients_listed_on_one_long_line_share_one_reading_of_the_reason_patterns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each recipient's text, stripped of its own address only, was read anew: 2 s for 100."""
+    line = " ".join(f"u{i}@b.example" for i in range(480_000 // 14))
+    data = _plain_bounce("Delivery to the following recipients failed:\n" + line)
+    lengths: list[int] = []
+    counting = tuple((r, _CountingPattern(p, lengths)) for r, p in dsn._REASON_REGEXES)
+    monkeypatch.setattr(dsn, "_REASON_REGEXES", counting)
+    dsn._text_reason.cache_clear()
+
+    verdict = classify(data)
+
+    assert verdict.bounce is not None
+    assert len(verdict.bounce.recipients) == dsn.MAX_RECIPIENTS
+    assert "u7@b.example" not in (verdict.bounce.recipients[0].diagnostic or "")
+    # The shared stretch of text, then the shared diagnostic: not one reading per recipient.
+    assert sum(lengths) <= 4 * len(counting) * dsn._REASON_SCAN_CHARS
+
+
 # --- the atheris harnesses, replayed without atheris ------------------------------------------
 
 
