@@ -522,14 +522,21 @@ def find_reply_code(text: str) -> str | None:
 #: How much of one text `_text_reason` reads (as `_plain_bounce` reads a report): the thirty
 #: case-insensitive reason patterns cost about 6 µs per character together.
 _REASON_SCAN_CHARS: Final = 8_000
+#: How many texts `_text_reason` remembers: those of the message at hand. The memory held
+#: stays the same however many messages are read (at most 16 x 8,000 characters).
+_REASON_CACHE: Final = 16
 
 
-@functools.lru_cache(maxsize=64)
 def _text_reason(text: str) -> str | None:
     # Rule 6: a recipient's text is read up to three times (its diagnostic alone, then with
     # its status and context for the status and for the reason): the cache reads it once,
-    # and the cut bounds a 128 KB diagnostic (1.2 s before) to 8,000 characters.
-    text = text[:_REASON_SCAN_CHARS]
+    # and the cut bounds a 128 KB diagnostic (1.2 s before) to 8,000 characters - cut before
+    # it becomes a cache key, so the cache never holds more than that of a text.
+    return _cut_text_reason(text[:_REASON_SCAN_CHARS])
+
+
+@functools.lru_cache(maxsize=_REASON_CACHE)
+def _cut_text_reason(text: str) -> str | None:
     for reason, regex in _REASON_REGEXES:
         if regex.search(text):
             return reason

@@ -210,7 +210,7 @@ def test_a_long_diagnostic_is_read_in_part_by_the_reason_patterns(
     lengths: list[int] = []
     counting = tuple((r, _CountingPattern(p, lengths)) for r, p in dsn._REASON_REGEXES)
     monkeypatch.setattr(dsn, "_REASON_REGEXES", counting)
-    dsn._text_reason.cache_clear()
+    dsn._cut_text_reason.cache_clear()
 
     verdict = classify(data)
 
@@ -230,7 +230,7 @@ def test_recipients_listed_on_one_long_line_share_one_reading_of_the_reason_patt
     lengths: list[int] = []
     counting = tuple((r, _CountingPattern(p, lengths)) for r, p in dsn._REASON_REGEXES)
     monkeypatch.setattr(dsn, "_REASON_REGEXES", counting)
-    dsn._text_reason.cache_clear()
+    dsn._cut_text_reason.cache_clear()
 
     verdict = classify(data)
 
