@@ -196,6 +196,15 @@ class _CountingPattern:
         return self.pattern.search(text)
 
 
+def _count_reason_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make every reason pattern record the length of each text it searches; an empty cache."""
+    lengths: list[int] = []
+    counting = tuple((r, _CountingPattern(p, lengths)) for r, p in dsn._REASON_REGEXES)
+    monkeypatch.setattr(dsn, "_REASON_REGEXES", counting)
+    dsn._cut_text_reason.cache_clear()
+    return lengths
+
+
 def test_a_long_diagnostic_is_read_in_part_by_the_reason_patterns(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -207,10 +216,7 @@ def test_a_long_diagnostic_is_read_in_part_by_the_reason_patterns(
         "Final-Recipient: rfc822; jo@customer.example\nAction: failed\nStatus: 5.0.0\n"
         "Diagnostic-Code: smtp; 550 " + "lorem ipsum dolor " * 6_000 + "\n--b--\n"
     ).encode()
-    lengths: list[int] = []
-    counting = tuple((r, _CountingPattern(p, lengths)) for r, p in dsn._REASON_REGEXES)
-    monkeypatch.setattr(dsn, "_REASON_REGEXES", counting)
-    dsn._cut_text_reason.cache_clear()
+    lengths = _count_reason_reads(monkeypatch)
 
     verdict = classify(data)
 
@@ -218,7 +224,7 @@ def test_a_long_diagnostic_is_read_in_part_by_the_reason_patterns(
     assert verdict.bounce.recipients[0].address == "jo@customer.example"
     assert max(lengths) <= dsn._REASON_SCAN_CHARS
     # Each distinct text of the recipient (diagnostic; with its status; with the code) once.
-    assert sum(lengths) <= 3 * len(counting) * dsn._REASON_SCAN_CHARS
+    assert sum(lengths) <= 3 * len(dsn._REASON_REGEXES) * dsn._REASON_SCAN_CHARS
 
 
 def test_recipients_listed_on_one_long_line_share_one_reading_of_the_reason_patterns(
@@ -227,10 +233,7 @@ def test_recipients_listed_on_one_long_line_share_one_reading_of_the_reason_patt
     """Each recipient's text, stripped of its own address only, was read anew: 2 s for 100."""
     line = " ".join(f"u{i}@b.example" for i in range(480_000 // 14))
     data = _plain_bounce("Delivery to the following recipients failed:\n" + line)
-    lengths: list[int] = []
-    counting = tuple((r, _CountingPattern(p, lengths)) for r, p in dsn._REASON_REGEXES)
-    monkeypatch.setattr(dsn, "_REASON_REGEXES", counting)
-    dsn._cut_text_reason.cache_clear()
+    lengths = _count_reason_reads(monkeypatch)
 
     verdict = classify(data)
 
@@ -238,7 +241,7 @@ def test_recipients_listed_on_one_long_line_share_one_reading_of_the_reason_patt
     assert len(verdict.bounce.recipients) == dsn.MAX_RECIPIENTS
     assert "u7@b.example" not in (verdict.bounce.recipients[0].diagnostic or "")
     # The shared stretch of text, then the shared diagnostic: not one reading per recipient.
-    assert sum(lengths) <= 4 * len(counting) * dsn._REASON_SCAN_CHARS
+    assert sum(lengths) <= 4 * len(dsn._REASON_REGEXES) * dsn._REASON_SCAN_CHARS
 
 
 # --- the atheris harnesses, replayed without atheris ------------------------------------------
