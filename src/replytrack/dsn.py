@@ -1534,16 +1534,34 @@ def _bare_local_recipients(ev: _Evidence, report: str) -> list[_Candidate]:
 
 def _strip_address(text: str, address: str) -> str:
     # An address like "nosuchuser@…" must not read as the reason "no such user".
-    return re.sub(re.escape(address), " ", text, flags=re.IGNORECASE)
+    return _address_stripper([address])(text)
+
+
+# An address as it stands in prose; `_address_stripper` compares it with the ones it removes.
+_ADDRESS_TOKEN: Final = re.compile(r"[^\s<>()\[\],;:\"'@]+@[^\s<>()\[\],;:\"'@]+")
 
 
 def _address_stripper(addresses: list[str]) -> Callable[[str], str]:
-    """`_strip_address` for several addresses at once (longest first, so none is cut)."""
-    if not addresses:
-        return lambda text: text
-    keys = sorted({re.escape(a) for a in addresses}, key=len, reverse=True)
-    pattern = re.compile("|".join(keys), re.IGNORECASE)
-    return lambda text: pattern.sub(" ", text)
+    """`_strip_address` for several addresses at once, case-insensitively.
+
+    One fixed pattern finds the address-shaped words and a set says which to blank: a pattern
+    compiled per address would fill the `re` module's cache, shared with the host, with one
+    entry per bounced address.
+    """
+    keys = {a.lower() for a in addresses}
+
+    def blank(match: re.Match[str]) -> str:
+        word = match.group(0)
+        core = word.rstrip(".")  # the end of a sentence
+        low = core.lower()
+        if low in keys:
+            return " " + word[len(core) :]
+        after = low.rpartition("=")[2]  # Exchange's "dda:SMTP=jo@example.com"
+        if after != low and after in keys:
+            return word[: len(core) - len(after)] + " " + word[len(core) :]
+        return word
+
+    return lambda text: _ADDRESS_TOKEN.sub(blank, text) if keys else text
 
 
 def _dsn_blocks(ev: _Evidence, parts: list[_Part]) -> tuple[list[dict[str, str]], bool]:
