@@ -10,6 +10,7 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
+import re
 import time
 from email.message import EmailMessage
 from pathlib import Path
@@ -27,7 +28,7 @@ from replytrack.dsn import (
     reason_for,
 )
 from replytrack.headers import parse_headers
-from replytrack.testing import build_reply
+from replytrack.testing import build_bounce, build_reply
 
 CORPUS = Path(__file__).parent.parent / "corpus"
 LIMIT = 512 * 1024
@@ -601,3 +602,26 @@ def test_may_be_report_looks_inside_a_mixed_multipart_only_when_given_the_data()
     assert not may_be_report(headers, data)
     with_report = data.replace(b"application/pdf", b"message/delivery-status")
     assert may_be_report(parse_headers(with_report), with_report)
+
+
+def test_reading_bounces_leaves_the_re_module_cache_alone() -> None:
+    """Addresses were stripped with a pattern compiled per address: re's shared cache of 512
+    entries filled with one per bounced recipient, evicting the host application's."""
+    re.purge()
+    for i in range(20):
+        address = f"user{i}@customer.example"
+        plain = (
+            "From: MAILER-DAEMON@mx.example\nTo: rep@sales.example\n"
+            "Subject: Undelivered Mail Returned to Sender\n\n"
+            f"Delivery to the following recipient failed permanently:\n\n    {address}\n\n"
+            "550 5.1.1 The email account that you tried to reach does not exist.\n"
+        ).encode()
+        for data in (build_bounce(recipients=(address,)), plain):
+            report = analyze(data)
+            assert report is not None
+            assert report.bounce is not None
+            assert report.bounce.recipients[0].address == address
+
+    # The stdlib's parser compiles one pattern per MIME boundary; none may name an address.
+    cached = [key for key in re._cache if "customer" in str(key)]  # type: ignore[attr-defined]
+    assert cached == []
