@@ -431,10 +431,11 @@ class ReplyTracker:
     def _process_batch(
         self, batch: Sequence[IncomingMessage], outcomes: list[_Outcome]
     ) -> list[ReplyEvent]:
-        """Decide, commit (with `outcomes`, then emptied), call hooks (into `outcomes`)."""
+        """Decide, commit with the previous `outcomes`, call the hooks into `outcomes`."""
         decided = self._decide_batch(batch, None)
         queued = self._commit(decided, None, outcomes)
-        outcomes[:] = self._dispatch(queued)
+        outcomes.clear()  # recorded by that commit: never record them twice
+        outcomes.extend(self._dispatch(queued))
         return [d.event for d in decided if d.event is not None]
 
     def poll(
@@ -464,6 +465,7 @@ class ReplyTracker:
                 batch = source.fetch(cursor, limit)
                 decided = self._decide_batch(batch.messages, source)
                 queued = self._commit(decided, (source.name, batch.cursor), outcomes)
+                outcomes.clear()  # recorded by that commit: never record them twice
             except (SourceError, StoreError) as exc:
                 log.warning("poll of %s stopped: %s", source.name, exc)
                 errors.append(f"{type(exc).__name__}: {exc}")
@@ -480,7 +482,7 @@ class ReplyTracker:
             matched = [d for d in decided if d.event is not None]
             counts["matched"] += len(matched)
             counts["events"] += len(matched)
-            outcomes[:] = self._dispatch(queued)
+            outcomes.extend(self._dispatch(queued))
             more = batch.more
             if not more:
                 break

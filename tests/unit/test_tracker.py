@@ -13,7 +13,7 @@ import pytest
 from replytrack import Kind, MessageIdGenerator, SQLiteStore, ThreadIndex, parse_headers
 from replytrack.correlate import MatchMethod, Role
 from replytrack.errors import ConfigError, SourceError
-from replytrack.events import Action
+from replytrack.events import Action, ReplyEvent
 from replytrack.sources import Batch, IncomingMessage
 from replytrack.store import OutboxState
 from replytrack.testing import (
@@ -274,6 +274,33 @@ def test_a_hook_that_always_fails_is_parked_dead_after_max_attempts(
     [dead] = tracker.store.dead_outbox()
     assert dead.attempts == 3
     assert "injected" in (dead.last_error or "")
+
+
+def test_an_interrupted_batch_records_each_earlier_outcome_once(
+    store: SQLiteStore, clock: Clock
+) -> None:
+    """The first batch's failure is recorded by the second batch's commit, not again when a
+    hook of the second batch interrupts processing."""
+    calls = []
+
+    def crm(event: ReplyEvent) -> None:
+        calls.append(event)
+        if len(calls) == 1:
+            raise RuntimeError("CRM down")
+        raise KeyboardInterrupt
+
+    tracker = ReplyTracker(store, crm_log=crm, clock=clock)
+    sent = tracker.stamp(outgoing(), "c42:p7")
+    replies = [
+        build_reply(in_reply_to=f"<{sent.message_id}>", from_=sender) for sender in (JO, SAM)
+    ]
+
+    with pytest.raises(KeyboardInterrupt):
+        tracker.process_many(replies, batch_size=1)
+
+    [first] = tracker.store.find_outbox(calls[0].event_id)
+    assert first.attempts == 1  # recorded once: twice would count two failed attempts
+    assert first.last_error == "RuntimeError: CRM down"
 
 
 def test_a_crash_between_commit_and_hook_redelivers_with_the_same_event_id(
