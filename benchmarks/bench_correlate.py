@@ -677,6 +677,7 @@ def memory_pass(
             correlator.correlate(incoming.raw)
             if seq in (quarter, total):
                 current, peak = tracemalloc.get_traced_memory()
+                del incoming  # the message at hand is not retained memory
                 gc.collect()
                 kib["peak_kib"].append(round(peak / 1024, 1))
                 kib["current_kib"].append(round(current / 1024, 1))
