@@ -36,6 +36,7 @@ import contextlib
 import datetime as dt
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -407,13 +408,31 @@ class Dovecot:
         return count
 
     def kick(self, user: str) -> None:
-        """Drop every IMAP connection of `user`, as a server-side disconnect does."""
+        """Drop every IMAP connection of `user`, as a server-side disconnect does.
+
+        Returns once the processes that served them have exited: ``doveadm kick`` only signals
+        them, and a command sent meanwhile could still be answered on the old connection.
+        """
+        who = subprocess.run(
+            [DOVEADM_BINARY, "-c", str(self.config), "who", user],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        # "user1    1 imap  (12050) (127.0.0.1)": the pids in parentheses, digits only.
+        groups = re.findall(r"\(([\d ]+)\)", who.stdout)
+        pids = [int(pid) for group in groups for pid in group.split()]
         subprocess.run(
             [DOVEADM_BINARY, "-c", str(self.config), "kick", user],
             check=True,
             capture_output=True,
             timeout=10,
         )
+        deadline = time.monotonic() + 10
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if _alive(pid)]
+            time.sleep(0.02)
 
     def log_tail(self, lines: int = 20) -> str:
         """The end of the server's log, for failure messages."""
@@ -422,6 +441,16 @@ class Dovecot:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------------------------
