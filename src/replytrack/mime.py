@@ -277,7 +277,11 @@ def _content_type(msg: email.message.Message, value: str | None) -> str:
         return msg.get_default_type()
     if not value.isascii():
         return msg.get_content_type()  # compat32 hands out such a value as a Header
-    # email.message.Message.get_content_type and _splitparam, step by step.
+    return _ascii_content_type(value)
+
+
+def _ascii_content_type(value: str) -> str:
+    """``Message.get_content_type()`` of a plain ASCII value, as its ``_splitparam`` reads it."""
     ctype = value.partition(";")[0].strip().lower()
     return "text/plain" if ctype.count("/") != 1 else ctype
 
@@ -368,10 +372,7 @@ class _Reader:
         else:
             if not value.isascii() or len(value) > MAX_PARAMS_CHARS:
                 raise _UnsureError  # a Header (Rule 1), or a value cut (Rule 5)
-            # email.message.Message.get_content_type, as in _content_type.
-            ctype = value.partition(";")[0].strip().lower()
-            if ctype.count("/") != 1:
-                ctype = "text/plain"
+            ctype = _ascii_content_type(value)
         maintype = ctype.partition("/")[0]
         if maintype == "message":
             return  # ooo never reads attached messages (ooo Rule 6)
