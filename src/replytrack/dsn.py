@@ -463,8 +463,11 @@ _REASON_PATTERNS: Final[tuple[tuple[str, str], ...]] = (
     ("syntaxerror", r"syntax error|command unrecognized|bad sequence of commands"),
     ("systemerror", r"system error|internal error|server error|local error|temporary failure"),
 )
+# The patterns are written in lower case and run on lower-cased text: what re.IGNORECASE
+# matches (Unicode special folds such as U+017F for "s" aside), three times faster - a
+# case-insensitive pattern compares every character through its case folding.
 _REASON_REGEXES: Final = tuple(
-    (reason, re.compile(pattern, re.IGNORECASE)) for reason, pattern in _REASON_PATTERNS
+    (reason, re.compile(pattern)) for reason, pattern in _REASON_PATTERNS
 )
 
 # RFC 3463 §2: class "." subject "." detail, 1-3 digits each; a failure class is 4 or 5. The
@@ -537,6 +540,7 @@ def _text_reason(text: str) -> str | None:
 
 @functools.lru_cache(maxsize=_REASON_CACHE)
 def _cut_text_reason(text: str) -> str | None:
+    text = text.lower()
     for reason, regex in _REASON_REGEXES:
         if regex.search(text):
             return reason

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from replytrack import dsn
 from replytrack.dsn import (
     HARD_REASONS,
     REASONS,
@@ -562,6 +563,28 @@ def test_infer_status_uses_the_delay_class_when_nothing_else_says() -> None:
 def test_reason_for(status: str | None, text: str | None, expected: str) -> None:
     assert reason_for(status, text) == expected
     assert expected in REASONS
+
+
+def test_reason_patterns_are_written_in_lower_case() -> None:
+    """They run without re.IGNORECASE on lower-cased text: an upper-case letter never matches."""
+    for reason, pattern in dsn._REASON_PATTERNS:
+        # Escapes such as \\S, \\d and \\b are not letters of the text.
+        letters = re.sub(r"\\[A-Za-z]", "", pattern)
+        assert letters == letters.lower(), reason
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("550 5.1.1 USER UNKNOWN", "userunknown"),
+        ("Mailbox Full", "mailboxfull"),
+        ("ЯЩИК ПЕРЕПОЛНЕН", "mailboxfull"),
+        ("Der Empfänger ist UNBEKANNT", "userunknown"),
+        ("SPF Check FAILED for example.com", "authfailure"),
+    ],
+)
+def test_reason_text_is_read_whatever_its_case(text: str, expected: str) -> None:
+    assert reason_for("5.0.0", text) == expected
 
 
 def test_hard_reasons() -> None:
