@@ -107,10 +107,11 @@ class _Hit:
 
 @attrs.frozen
 class _Lookups:
-    """What `Correlator.prefetched` looked up: the ids asked, and the answers."""
+    """What `Correlator.prefetched` looked up: the ids asked of each table, and the answers."""
 
     asked: set[str]
     sent: Mapping[str, SentMessage]
+    asked_incoming: set[str]
     incoming: Mapping[str, SentMessage]
 
 
@@ -147,8 +148,9 @@ class Correlator:
     def prefetched(self, headers: Iterable[Headers]) -> Iterator[None]:
         """Look up the ids of many messages at once, for the correlations made in the block.
 
-        Every id the messages name (their own and the ones they reference) is looked up in
-        two store calls (sends and earlier incoming messages) instead of two per message;
+        Every id the messages name (their own and the ones they reference) is looked up as a
+        send in one store call, and the references of the messages that name no send as
+        earlier incoming messages in a second one, instead of two calls per message;
         `examine` and `correlate` then answer from those results. A poller correlating a
         batch saves a store round trip or two per message (on PostgreSQL, a network round
         trip each). The block should not write to the store: ties recorded in it are not
@@ -162,17 +164,28 @@ class Correlator:
         """
         if getattr(self._local, "lookups", None) is not None:
             raise ConfigError("prefetched() blocks do not nest")
+        batch = list(headers)
         ids: dict[str, None] = {}
-        for h in headers:
+        for h in batch:
             if h.message_id:
                 ids[h.message_id] = None
             ids.update(dict.fromkeys(h.in_reply_to))
             ids.update(dict.fromkeys(h.references))
         asked = list(ids)
+        sent = self._store.find_sent(asked) if asked else {}
+        # `examine` asks for earlier incoming messages (THREAD) only when none of a message's
+        # references is a send, and never for its own id: only those ids are looked up.
+        threads: dict[str, None] = {}
+        for h in batch:
+            referenced = (*h.in_reply_to, *h.references)
+            if not any(mid in sent for mid in referenced):
+                threads.update(dict.fromkeys(referenced))
+        asked_incoming = list(threads)
         self._local.lookups = _Lookups(
             set(asked),
-            self._store.find_sent(asked) if asked else {},
-            self._store.find_incoming(asked) if asked else {},
+            sent,
+            set(asked_incoming),
+            self._store.find_incoming(asked_incoming) if asked_incoming else {},
         )
         try:
             yield
@@ -187,7 +200,7 @@ class Correlator:
 
     def _find_incoming(self, ids: list[str]) -> Mapping[str, SentMessage]:
         lookups: _Lookups | None = getattr(self._local, "lookups", None)
-        if lookups is not None and lookups.asked.issuperset(ids):
+        if lookups is not None and lookups.asked_incoming.issuperset(ids):
             return {mid: lookups.incoming[mid] for mid in ids if mid in lookups.incoming}
         return self._store.find_incoming(ids)
 

@@ -373,6 +373,7 @@ class CountingStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.calls = 0
+        self.incoming_asked: list[str] = []
 
     def find_sent(self, message_ids: object) -> dict[str, SentMessage]:  # type: ignore[override]
         self.calls += 1
@@ -380,6 +381,7 @@ class CountingStore(MemoryStore):
 
     def find_incoming(self, message_ids: object) -> dict[str, SentMessage]:  # type: ignore[override]
         self.calls += 1
+        self.incoming_asked += list(message_ids)  # type: ignore[call-overload]
         return super().find_incoming(message_ids)  # type: ignore[arg-type]
 
 
@@ -397,8 +399,15 @@ def test_prefetched_correlates_a_batch_alike_in_two_store_calls() -> None:
     headers = [parse_headers(m) for m in mail]
     one_by_one = [correlator.examine(m, headers=h) for m, h in zip(mail, headers, strict=True)]
     store.calls = 0
+    store.incoming_asked = []
     with correlator.prefetched(headers):
         batched = [correlator.examine(m, headers=h) for m, h in zip(mail, headers, strict=True)]
+    # Earlier incoming messages only for the messages that reference no send, and never a
+    # message's own id: the THREAD lookup examine would make.
+    assert sorted(store.incoming_asked) == [
+        "jo-reply@customer.example",
+        "unrelated@elsewhere.example",
+    ]
     assert batched == one_by_one
     assert [c.method if c else own for c, own in batched] == [
         MatchMethod.IN_REPLY_TO,
