@@ -1875,7 +1875,6 @@ def _detect(headers: Headers, raw_body: str) -> AutoReply | None:
     subject = _subject_evidence(subject_raw)
     is_reply = bool(headers.in_reply_to or headers.references)
     own_text, quoted = _unquoted(raw_body)
-    flat_body = _flat(own_text)
 
     reasons: list[str] = []
     out_of_office = evidence.vacation
@@ -1893,9 +1892,11 @@ def _detect(headers: Headers, raw_body: str) -> AutoReply | None:
     body_only = (
         not reasons
         and not quoted  # see _body_only: a quoted original means a person pressed Reply
-        and len(flat_body) <= _MAX_BODY_ONLY_CHARS
         and not _is_list_post(headers)
     )
+    # Flattened only when its wording may count: not for a person's reply quoting the original.
+    flat_body = _flat(own_text) if reasons or evidence.weak or body_only else ""
+    body_only = body_only and len(flat_body) <= _MAX_BODY_ONLY_CHARS
     if not (reasons or evidence.weak or body_only):
         # Nothing the body's wording could decide or back up: skip the phrase search, by far
         # the dearest step, for the bulk of mail (human replies quote what they answer).
