@@ -23,6 +23,7 @@ import pytest
 from replytrack.errors import ConfigError, StoreError
 from replytrack.store import Migration, SentMessage, SQLiteStore
 from replytrack.store import sqlite as sqlite_module
+from replytrack.store.base import to_micros
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -247,9 +248,37 @@ class StoreNext(SQLiteStore):
 
 
 class StoreV1(SQLiteStore):
-    """The store as replytrack 0.1's first schema wrote it."""
+    """A file of replytrack 0.1's first schema (its rows written with `old_entry` and SQL)."""
 
     MIGRATIONS: ClassVar[tuple[Migration, ...]] = SQLiteStore.MIGRATIONS[:1]
+
+
+class StoreV2(SQLiteStore):
+    """A file of the second schema: outbox payloads kept in each entry's row."""
+
+    MIGRATIONS: ClassVar[tuple[Migration, ...]] = SQLiteStore.MIGRATIONS[:2]
+
+
+def old_entry(db: Path, event_id: str, hook: str, payload: bytes) -> None:
+    """A pending outbox entry as schemas 1 and 2 wrote it: the payload in its own row."""
+    at = to_micros(T0)
+    conn = raw(db)
+    try:
+        conn.execute(
+            "INSERT INTO outbox (event_id, hook, payload, state, attempts, created_at,"
+            " next_attempt_at) VALUES (?, ?, ?, 'pending', 0, ?, ?)",
+            (event_id, hook, payload, at, at),
+        )
+    finally:
+        conn.close()
+
+
+def payload_rows(db: Path) -> int:
+    conn = raw(db)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM outbox_payloads").fetchone()[0])
+    finally:
+        conn.close()
 
 
 def test_a_new_file_gets_the_current_schema(db: Path) -> None:
@@ -282,7 +311,7 @@ def test_a_first_schema_file_gains_leases_and_keeps_its_outbox(db: Path) -> None
         store.record_sent(sent("s1@x.example"))
         with store.transaction() as tx:
             tx.mark_processed("k1", T0)
-            tx.enqueue("ev-1", "crm_log", b"{}", T0)
+    old_entry(db, "ev-1", "crm_log", b"{}")
     with SQLiteStore(db) as store:
         assert store.schema_version == LATEST
         assert store.is_processed("k1")
@@ -290,6 +319,54 @@ def test_a_first_schema_file_gains_leases_and_keeps_its_outbox(db: Path) -> None
         assert entry.event_id == "ev-1"
         assert store.claim_source("inbox", "w1", T0, T0 + dt.timedelta(minutes=5))
         assert store.prune(T0 + dt.timedelta(seconds=1)).ledger == 1
+
+
+def test_a_second_schema_file_keeps_the_payloads_of_its_entries(db: Path) -> None:
+    with StoreV2(db):
+        pass
+    old_entry(db, "ev-1", "campaign_stop", b'{"old": 1}')
+    old_entry(db, "ev-1", "crm_log", b'{"old": 1}')
+    with SQLiteStore(db) as store:
+        assert store.schema_version == LATEST
+        assert [e.payload for e in store.find_outbox("ev-1")] == [b'{"old": 1}'] * 2
+        (first, second) = store.claim_outbox(T0, T0 + dt.timedelta(minutes=5))
+        assert first.payload == second.payload == b'{"old": 1}'
+        with store.transaction() as tx:
+            tx.enqueue("ev-2", "crm_log", b'{"new": 2}', T0)
+            tx.mark_delivered(first.entry_id, T0)
+            tx.mark_delivered(second.entry_id, T0)
+        assert store.prune(T0 + dt.timedelta(seconds=1)).outbox == 2
+        assert [e.payload for e in store.find_outbox("ev-2")] == [b'{"new": 2}']
+    assert payload_rows(db) == 1
+
+
+def test_the_entries_of_one_event_share_one_payload_row(db: Path) -> None:
+    with SQLiteStore(db) as store:
+        with store.transaction() as tx:
+            stop = tx.enqueue("ev-1", "campaign_stop", b'{"x": 1}', T0)
+            crm = tx.enqueue("ev-1", "crm_log", b'{"x": 1}', T0)
+            assert tx.enqueue("ev-1", "crm_log", b'{"x": 1}', T0) is None
+            tx.enqueue("ev-2", "crm_log", b'{"y": 2}', T0)
+        assert stop is not None
+        assert crm is not None
+        assert payload_rows(db) == 2
+        with store.transaction() as tx:  # a duplicate in a later transaction leaves no row
+            assert tx.enqueue("ev-1", "campaign_stop", b'{"x": 1}', T0) is None
+        assert payload_rows(db) == 2
+        assert [e.payload for e in store.find_outbox("ev-1")] == [b'{"x": 1}'] * 2
+
+        # The payload goes with the last entry that points at it.
+        later = T0 + dt.timedelta(seconds=1)
+        with store.transaction() as tx:
+            tx.mark_delivered(stop, T0)
+        assert store.prune(later).outbox == 1
+        assert payload_rows(db) == 2
+        assert [e.payload for e in store.find_outbox("ev-1")] == [b'{"x": 1}']
+        with store.transaction() as tx:
+            tx.mark_delivered(crm, T0)
+        assert store.prune(later).outbox == 1
+        assert payload_rows(db) == 1
+        assert [e.payload for e in store.find_outbox("ev-2")] == [b'{"y": 2}']
 
 
 def test_a_file_newer_than_the_code_is_refused(db: Path) -> None:

@@ -188,14 +188,29 @@ _V2 = Migration(
     ),
 )
 
+_V3 = Migration(
+    3,
+    "outbox payloads stored once per event, shared by its hooks' entries",
+    (
+        # An event goes to two hooks: its payload (a KB or two of JSON) was written twice, and
+        # again by each delivery mark, which rewrites the whole row. Entries now point at one
+        # payload row and stay small; entries written before keep theirs in outbox.payload.
+        "CREATE TABLE outbox_payloads (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)",
+        "ALTER TABLE outbox ADD COLUMN payload_id INTEGER",
+        "CREATE INDEX outbox_payload ON outbox (payload_id) WHERE payload_id IS NOT NULL",
+    ),
+)
+
 _SEND_COLUMNS: Final = (
     "s.id, s.message_id, s.ref, s.sender, s.to_addrs, s.cc_addrs, s.subject, s.sent_at,"
     " s.provider_thread_id, s.thread_index"
 )
 _OUTBOX_COLUMNS: Final = (
-    "id, event_id, hook, payload, state, attempts, created_at, next_attempt_at, last_error,"
-    " finished_at"
+    "o.id, o.event_id, o.hook, COALESCE(p.payload, o.payload), o.state, o.attempts,"
+    " o.created_at, o.next_attempt_at, o.last_error, o.finished_at"
 )
+# Entries with their payload: the shared row (schema 3), else the one kept in the entry.
+_OUTBOX_FROM: Final = "outbox o LEFT JOIN outbox_payloads p ON p.id = o.payload_id"
 _STATES: Final = {state.value: state for state in OutboxState}
 
 
@@ -368,7 +383,7 @@ class SQLiteStore(BaseStore):
     """
 
     #: The schema's forward steps, oldest first. A subclass may append its own.
-    MIGRATIONS: ClassVar[tuple[Migration, ...]] = (_V1, _V2)
+    MIGRATIONS: ClassVar[tuple[Migration, ...]] = (_V1, _V2, _V3)
 
     def __init__(
         self,
@@ -668,9 +683,9 @@ class SQLiteStore(BaseStore):
         # index outbox_due.
         with self._connection() as conn:
             rows = conn.execute(
-                f"SELECT {_OUTBOX_COLUMNS} FROM outbox"  # noqa: S608 (fixed names)
-                " WHERE state = 'pending' AND next_attempt_at <= ?"
-                " ORDER BY next_attempt_at, id LIMIT ?",
+                f"SELECT {_OUTBOX_COLUMNS} FROM {_OUTBOX_FROM}"  # noqa: S608 (fixed names)
+                " WHERE o.state = 'pending' AND o.next_attempt_at <= ?"
+                " ORDER BY o.next_attempt_at, o.id LIMIT ?",
                 (moment, limit),
             ).fetchall()
         return [_entry_from_row(r) for r in rows]
@@ -680,8 +695,8 @@ class SQLiteStore(BaseStore):
         check_limit(limit)
         with self._connection() as conn:
             rows = conn.execute(
-                f"SELECT {_OUTBOX_COLUMNS} FROM outbox"  # noqa: S608 (fixed names)
-                " WHERE state = 'dead' ORDER BY id LIMIT ?",
+                f"SELECT {_OUTBOX_COLUMNS} FROM {_OUTBOX_FROM}"  # noqa: S608 (fixed names)
+                " WHERE o.state = 'dead' ORDER BY o.id LIMIT ?",
                 (limit,),
             ).fetchall()
         return [_entry_from_row(r) for r in rows]
@@ -691,8 +706,8 @@ class SQLiteStore(BaseStore):
         check_key(event_id, "event_id")
         with self._connection() as conn:
             rows = conn.execute(
-                f"SELECT {_OUTBOX_COLUMNS} FROM outbox"  # noqa: S608 (fixed names)
-                " WHERE event_id = ? ORDER BY id",
+                f"SELECT {_OUTBOX_COLUMNS} FROM {_OUTBOX_FROM}"  # noqa: S608 (fixed names)
+                " WHERE o.event_id = ? ORDER BY o.id",
                 (event_id,),
             ).fetchall()
         return [_entry_from_row(r) for r in rows]
@@ -720,9 +735,9 @@ class SQLiteStore(BaseStore):
             assert isinstance(tx, _SQLiteTransaction)  # noqa: S101 (our own transaction)
             db = tx._db()
             rows = db.execute(
-                f"SELECT {_OUTBOX_COLUMNS} FROM outbox"  # noqa: S608 (fixed names)
-                " WHERE state = 'pending' AND next_attempt_at <= ?"
-                " ORDER BY next_attempt_at, id LIMIT ?",
+                f"SELECT {_OUTBOX_COLUMNS} FROM {_OUTBOX_FROM}"  # noqa: S608 (fixed names)
+                " WHERE o.state = 'pending' AND o.next_attempt_at <= ?"
+                " ORDER BY o.next_attempt_at, o.id LIMIT ?",
                 (to_micros(moment), limit),
             ).fetchall()
             db.executemany(
@@ -766,23 +781,47 @@ class SQLiteStore(BaseStore):
         writing meanwhile wait for the write lock only briefly.
         """
         cutoff = to_micros(aware_utc(before, "before"))
-        counts = []
-        for statement in (
+        return Pruned(
+            ledger=self._in_chunks(_prune_ledger, cutoff),
+            outbox=self._in_chunks(_prune_outbox, cutoff),
+        )
+
+    def _in_chunks(self, step: Callable[[sqlite3.Connection, int], int], cutoff: int) -> int:
+        """Run `step` (it deletes at most `CHUNK` rows) until it deletes fewer; the total."""
+        total = 0
+        while True:
+            with self.transaction() as tx:
+                assert isinstance(tx, _SQLiteTransaction)  # noqa: S101 (our own)
+                deleted = step(tx._db(), cutoff)
+            total += deleted
+            if deleted < CHUNK:
+                return total
+
+
+def _prune_ledger(db: sqlite3.Connection, cutoff: int) -> int:
+    return int(
+        db.execute(
             "DELETE FROM processed WHERE key IN (SELECT key FROM processed"
             " WHERE processed_at < ? LIMIT ?)",
-            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
-            " WHERE state = 'delivered' AND finished_at < ? LIMIT ?)",
-        ):
-            total = 0
-            while True:
-                with self.transaction() as tx:
-                    assert isinstance(tx, _SQLiteTransaction)  # noqa: S101 (our own)
-                    deleted = tx._db().execute(statement, (cutoff, CHUNK)).rowcount
-                total += deleted
-                if deleted < CHUNK:
-                    break
-            counts.append(total)
-        return Pruned(ledger=counts[0], outbox=counts[1])
+            (cutoff, CHUNK),
+        ).rowcount
+    )
+
+
+def _prune_outbox(db: sqlite3.Connection, cutoff: int) -> int:
+    rows = db.execute(
+        "SELECT id, payload_id FROM outbox WHERE state = 'delivered' AND finished_at < ? LIMIT ?",
+        (cutoff, CHUNK),
+    ).fetchall()
+    db.executemany("DELETE FROM outbox WHERE id = ?", [(entry_id,) for entry_id, _ in rows])
+    # A payload goes with the last entry pointing at it: the event's other hook may be pending.
+    payloads = {payload_id for _, payload_id in rows if payload_id is not None}
+    db.executemany(
+        "DELETE FROM outbox_payloads WHERE id = ?"
+        " AND NOT EXISTS (SELECT 1 FROM outbox WHERE payload_id = ?)",
+        [(payload_id, payload_id) for payload_id in payloads],
+    )
+    return len(rows)
 
 
 class _SQLiteTransaction:
@@ -791,6 +830,9 @@ class _SQLiteTransaction:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self.finished = False
+        # The payload row last written by `enqueue`: (event id, payload, row id). The hooks
+        # of an event are queued one after the other with the same payload, and share it.
+        self._payload: tuple[str, bytes, int] | None = None
 
     def _db(self) -> sqlite3.Connection:
         if self.finished:
@@ -932,15 +974,27 @@ class _SQLiteTransaction:
         body = payload_bytes(payload)
         moment = to_micros(aware_utc(now, "now"))
         due = moment if due_at is None else to_micros(aware_utc(due_at, "due_at"))
+        shared = self._payload
+        if shared is not None and shared[0] == event_id and shared[1] == body:
+            payload_id, fresh = shared[2], False
+        else:
+            added = db.execute("INSERT INTO outbox_payloads (payload) VALUES (?)", (body,))
+            payload_id, fresh = int(added.lastrowid or 0), True
         # NOT EXISTS rather than INSERT OR IGNORE: an ignored insert still consumes an
         # AUTOINCREMENT value, and entry ids should not jump on every duplicate.
         cursor = db.execute(
-            "INSERT INTO outbox (event_id, hook, payload, state, attempts,"
-            " created_at, next_attempt_at) SELECT ?, ?, ?, 'pending', 0, ?, ?"
+            "INSERT INTO outbox (event_id, hook, payload, payload_id, state, attempts,"
+            " created_at, next_attempt_at) SELECT ?, ?, x'', ?, 'pending', 0, ?, ?"
             " WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE event_id = ? AND hook = ?)",
-            (event_id, hook, body, moment, due, event_id, hook),
+            (event_id, hook, payload_id, moment, due, event_id, hook),
         )
-        return int(cursor.lastrowid or 0) if cursor.rowcount == 1 else None
+        if cursor.rowcount != 1:
+            if fresh:  # this hook's entry exists already, with its own payload
+                db.execute("DELETE FROM outbox_payloads WHERE id = ?", (payload_id,))
+            return None
+        if fresh:
+            self._payload = (event_id, body, payload_id)
+        return int(cursor.lastrowid or 0)
 
     def _require_entry(self, entry_id: int) -> str:
         row = self._db().execute("SELECT state FROM outbox WHERE id = ?", (entry_id,)).fetchone()
