@@ -366,6 +366,24 @@ def test_killed_connections_are_replaced_and_reads_retry(postgres_dsn: str, admi
         assert store.is_processed("k")
 
 
+def test_every_dead_connection_of_the_pool_is_replaced_in_turn(
+    postgres_dsn: str, admin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restarted server leaves every pooled connection dead, and the pool's own check can
+    miss some (it races with the pool refilling itself): a lookup and a BEGIN get past them."""
+    with PostgresStore(postgres_dsn, min_size=3, max_size=3) as store:
+        store.record_sent(sent("s1@x.example"))
+        store.pool.wait(5)
+        monkeypatch.setattr(store.pool, "check", lambda: None)  # a check that finds nothing
+        assert terminate_others(admin) == 3
+        assert store.find_sent(["s1@x.example"])
+        store.pool.wait(5)
+        assert terminate_others(admin) == 3
+        with store.transaction() as tx:
+            tx.mark_processed("k", T0)
+        assert store.is_processed("k")
+
+
 def test_a_write_on_a_killed_connection_is_a_store_error_then_works(
     postgres_dsn: str, admin: Any
 ) -> None:

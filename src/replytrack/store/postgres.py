@@ -35,9 +35,11 @@ Rule 5: times are ``timestamptz`` (microseconds, exactly as Python keeps them) a
 Rule 6: every psycopg error, a pool timeout included, becomes `StoreError` with the original as
         ``__cause__``. A connection found broken (a restarted server, a killed backend) is
         dropped and the pool's idle connections are checked at once; a lookup, and the
-        ``BEGIN`` of a transaction, that met a broken connection are retried once on a fresh
-        one, since they wrote nothing. A write that failed is not retried: its caller gets
-        `StoreError` (the tracker retries at its next message or poll).
+        ``BEGIN`` of a transaction, that met a broken connection are retried on another,
+        since they wrote nothing - up to one more time than the pool holds connections: a
+        restarted server leaves every one of them dead, and the pool's check can race with
+        its own refills. A write that failed is not retried: its caller gets `StoreError`
+        (the tracker retries at its next message or poll).
 Rule 7: `PostgresStore.prune` deletes in chunks of ``prune_chunk`` rows, each chunk a statement
         and a transaction of its own that skips rows another transaction holds (``FOR UPDATE
         SKIP LOCKED``): it never holds a lock for long on a big table, never waits for a
@@ -768,6 +770,10 @@ class PostgresStore(BaseStore):
             self._pool.check()
         return True
 
+    def _tries(self) -> int:
+        """How often a lookup or a ``BEGIN`` may meet a dead connection (module Rule 6)."""
+        return self._pool.max_size + 1
+
     def _pinned(self) -> _PostgresTransaction | None:
         tx: _PostgresTransaction | None = getattr(self._local, "tx", None)
         return tx
@@ -775,18 +781,19 @@ class PostgresStore(BaseStore):
     def _rows(self, action: str, query: bytes, params: _Params) -> list[_Row]:
         """Run one read: in this thread's transaction, else on a borrowed connection.
 
-        A read that met a dead connection is retried once on another (module Rule 6).
+        A read that met a dead connection is retried on another (module Rule 6).
         """
         self._check_open()
         tx = self._pinned()
         if tx is not None:
             return tx.rows(action, query, params)
-        for attempt in (1, 2):
+        tries = self._tries()
+        for attempt in range(1, tries + 1):
             with self._borrow() as conn:
                 try:
                     return _execute(conn, query, params)
                 except psycopg.Error as exc:
-                    if attempt == 1 and self._broken(conn):
+                    if attempt < tries and self._broken(conn):
                         continue
                     raise _failure(action, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -815,13 +822,14 @@ class PostgresStore(BaseStore):
     # -- the unit of work --------------------------------------------------------------------
 
     def _begin(self) -> _Connection:
-        """Borrow a connection and ``BEGIN`` on it; a dead one is replaced once."""
-        for attempt in (1, 2):
+        """Borrow a connection and ``BEGIN`` on it; a dead one is replaced (module Rule 6)."""
+        tries = self._tries()
+        for attempt in range(1, tries + 1):
             conn = self._getconn()
             try:
                 conn.execute(b"BEGIN")
             except psycopg.Error as exc:
-                retry = attempt == 1 and self._broken(conn)
+                retry = attempt < tries and self._broken(conn)
                 self._putconn(conn)
                 if retry:
                     continue
