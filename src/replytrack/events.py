@@ -70,6 +70,9 @@ SCOPES: Final = frozenset({"prospect", "account"})
 # Separates event ids from any other sha256 use of the same inputs, and lets a future scheme
 # coexist with this one.
 _ID_DOMAIN: Final = b"replytrack.event_id.v1"
+# The payload's JSON form (see `ReplyEvent.to_json`), built once: json.dumps with options
+# builds an encoder per call.
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True)
 
 
 class Action(enum.Enum):
@@ -218,9 +221,7 @@ class ReplyEvent:
             (``\u00e9``), which also carries strings holding lone surrogates (undecodable
             header bytes kept by ``surrogateescape``) that a raw UTF-8 encoding would refuse.
         """
-        return json.dumps(
-            _event_to_dict(self), ensure_ascii=True, separators=(",", ":"), sort_keys=True
-        ).encode("ascii")
+        return _ENCODER.encode(_event_to_dict(self)).encode("ascii")
 
     @classmethod
     def from_json(cls, data: bytes | bytearray | memoryview | str) -> ReplyEvent:

@@ -735,6 +735,9 @@ class ReplyTracker:
             The outbox entries queued, as (entry id, hook, event), for `_dispatch`.
         """
         now = self._now()
+        # Due only once this worker's claim runs out: it calls the hooks itself right after
+        # the commit, and no other worker's retry should meanwhile.
+        due_at = now + self._claim_for
         queued: list[tuple[int, str, ReplyEvent]] = []
         with self.store.transaction() as tx:
             _record_outcomes(tx, outcomes)
@@ -748,11 +751,7 @@ class ReplyTracker:
                     tx.record_incoming(d.incoming_id, d.sent_id)
                 payload = d.event.to_json()
                 for hook in d.hooks:
-                    # Due only once this worker's claim runs out: it calls the hook itself
-                    # right after the commit, and no other worker's retry should meanwhile.
-                    entry_id = tx.enqueue(
-                        d.event.event_id, hook, payload, now, due_at=now + self._claim_for
-                    )
+                    entry_id = tx.enqueue(d.event.event_id, hook, payload, now, due_at=due_at)
                     if entry_id is not None:
                         queued.append((entry_id, hook, d.event))
             if cursor is not None:

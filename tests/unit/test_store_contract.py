@@ -577,6 +577,11 @@ def test_enqueueing_the_same_event_and_hook_twice_is_a_no_op(store: Store) -> No
         (other_hook, "campaign_stop"),
     ]
     assert entries[0].payload == b'{"event": "ev-1"}'
+    # A duplicate neither spoils the transaction it is in nor uses up an entry id.
+    with store.transaction() as tx:
+        assert tx.enqueue("ev-1", "campaign_stop", b"again", T0) is None
+        assert tx.enqueue("ev-2", "crm_log", b'{"event": "ev-2"}', T0) == other_hook + 1
+    assert [e.payload for e in store.find_outbox("ev-2")] == [b'{"event": "ev-2"}']
 
 
 def test_entry_ids_grow_and_are_never_reused(store: Store) -> None:
