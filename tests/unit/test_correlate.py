@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from replytrack import (
+    Classification,
     Kind,
     MessageIdGenerator,
     ThreadIndex,
@@ -339,9 +341,12 @@ def test_unrelated_mail_is_not_classified(
     """Classifying reads the body; mail that matches nothing and is no report skips it."""
     calls: list[object] = []
     module = importlib.import_module("replytrack.correlate")
-    monkeypatch.setattr(
-        module, "classify", lambda data, **kw: calls.append(data) or classify(data, **kw)
-    )
+
+    def spy(data: Any, **kw: Any) -> Classification:
+        calls.append(data)
+        return classify(data, **kw)
+
+    monkeypatch.setattr(module, "classify", spy)
     assert correlator.correlate(build_reply(in_reply_to="<elsewhere@x.example>")) is None
     assert calls == []
     assert correlator.correlate(build_bounce(original_message_id=f"<{SEND_ID}>")) is not None
@@ -375,14 +380,15 @@ class CountingStore(MemoryStore):
         self.calls = 0
         self.incoming_asked: list[str] = []
 
-    def find_sent(self, message_ids: object) -> dict[str, SentMessage]:  # type: ignore[override]
+    def find_sent(self, message_ids: Iterable[str]) -> dict[str, SentMessage]:
         self.calls += 1
-        return super().find_sent(message_ids)  # type: ignore[arg-type]
+        return super().find_sent(message_ids)
 
-    def find_incoming(self, message_ids: object) -> dict[str, SentMessage]:  # type: ignore[override]
+    def find_incoming(self, message_ids: Iterable[str]) -> dict[str, SentMessage]:
         self.calls += 1
-        self.incoming_asked += list(message_ids)  # type: ignore[call-overload]
-        return super().find_incoming(message_ids)  # type: ignore[arg-type]
+        ids = list(message_ids)
+        self.incoming_asked += ids
+        return super().find_incoming(ids)
 
 
 def test_prefetched_correlates_a_batch_alike_in_two_store_calls() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
@@ -74,13 +74,15 @@ class CountingStore(MemoryStore):
         super().__init__()
         self.lookups: list[int] = []
 
-    def find_sent(self, message_ids: Sequence[str]) -> Any:
-        self.lookups.append(len(message_ids))
-        return super().find_sent(message_ids)
+    def find_sent(self, message_ids: Iterable[str]) -> dict[str, SentMessage]:
+        ids = list(message_ids)
+        self.lookups.append(len(ids))
+        return super().find_sent(ids)
 
-    def find_incoming(self, message_ids: Sequence[str]) -> Any:
-        self.lookups.append(len(message_ids))
-        return super().find_incoming(message_ids)
+    def find_incoming(self, message_ids: Iterable[str]) -> dict[str, SentMessage]:
+        ids = list(message_ids)
+        self.lookups.append(len(ids))
+        return super().find_incoming(ids)
 
 
 # --- header blocks over 1 MiB -----------------------------------------------------------------
@@ -218,9 +220,12 @@ def test_classify_hands_the_mime_readers_at_most_max_parse_bytes(
     sizes: list[int] = []
     for name in ("body_text", "parse"):
         real = getattr(mime, name)
-        monkeypatch.setattr(
-            mime, name, lambda data, real=real: sizes.append(len(data)) or real(data)
-        )
+
+        def spy(data: bytes, real: Any = real) -> Any:
+            sizes.append(len(data))
+            return real(data)
+
+        monkeypatch.setattr(mime, name, spy)
 
     classify(fifty_megabytes)
 
