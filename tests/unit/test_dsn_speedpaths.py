@@ -2,7 +2,7 @@
 
 Each reason pattern is searched in two pieces (``_ReasonPattern``): its alternatives that start
 with a given character, and the others, each behind the exact literal prefilter of
-``replytrack.ooo``. A text holds a match of the pattern where it holds one of either piece;
+``replytrack._prefilter``. A text holds a match of the pattern where it holds one of either piece;
 the reference here is the whole pattern, compiled as it was.
 """
 
