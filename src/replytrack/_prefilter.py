@@ -195,6 +195,7 @@ def minimal(literals: frozenset[str]) -> tuple[str, ...]:
 
 
 def contains_any(text: str, literals: tuple[str, ...]) -> bool:
+    """Whether `text` contains one of `literals`."""
     # Some 300 checks per text: a plain loop is a sixth faster than any() over a generator.
     for literal in literals:  # noqa: SIM110
         if literal in text:
@@ -204,7 +205,11 @@ def contains_any(text: str, literals: tuple[str, ...]) -> bool:
 
 @attrs.frozen
 class Phrase:
-    """A compiled body phrase with its exact prefilter (see `required_literals`)."""
+    """A compiled pattern with its exact prefilter (see `required_literals`).
+
+    An out-of-office body phrase, or a piece of a bounce reason pattern: `search` answers as
+    ``pattern.search`` does, without searching a text that holds none of the literals.
+    """
 
     pattern: re.Pattern[str]
     literals: tuple[str, ...] | None  # None: no prefilter, always search
