@@ -112,7 +112,7 @@ class _Lookups:
     asked: set[str]
     sent: Mapping[str, SentMessage]
     asked_incoming: set[str]
-    incoming: Mapping[str, SentMessage]
+    incoming: dict[str, SentMessage]  # grows by `Correlator.note_incoming`
 
 
 class Correlator:
@@ -153,8 +153,10 @@ class Correlator:
         earlier incoming messages in a second one, instead of two calls per message;
         `examine` and `correlate` then answer from those results. A poller correlating a
         batch saves a store round trip or two per message (on PostgreSQL, a network round
-        trip each). The block should not write to the store: ties recorded in it are not
-        seen by the lookups made in it. Per thread; blocks do not nest.
+        trip each). The lookups made in the block do not see ties recorded in the store
+        meanwhile: a caller that ties messages as it goes tells the block with
+        `note_incoming`, so that a later message answering an earlier one of the batch
+        matches by THREAD. Per thread; blocks do not nest.
 
         Args:
             headers: the parsed headers of the messages about to be correlated.
@@ -185,7 +187,7 @@ class Correlator:
             set(asked),
             sent,
             set(asked_incoming),
-            self._store.find_incoming(asked_incoming) if asked_incoming else {},
+            dict(self._store.find_incoming(asked_incoming)) if asked_incoming else {},
         )
         try:
             yield
@@ -200,9 +202,32 @@ class Correlator:
 
     def _find_incoming(self, ids: list[str]) -> Mapping[str, SentMessage]:
         lookups: _Lookups | None = getattr(self._local, "lookups", None)
-        if lookups is not None and lookups.asked_incoming.issuperset(ids):
-            return {mid: lookups.incoming[mid] for mid in ids if mid in lookups.incoming}
-        return self._store.find_incoming(ids)
+        if lookups is None:
+            return self._store.find_incoming(ids)
+        found = {mid: lookups.incoming[mid] for mid in ids if mid in lookups.incoming}
+        unasked = [mid for mid in ids if mid not in lookups.asked_incoming]
+        if unasked:
+            found.update(self._store.find_incoming(unasked))
+        return found
+
+    def note_incoming(self, message_id: str, sent: SentMessage) -> None:
+        """Tell this thread's `prefetched` block that `message_id` is now tied to `sent`.
+
+        For a caller that correlates a batch and records its ties
+        (`Transaction.record_incoming`) only when the batch is written: a later message of
+        the block that references `message_id` then matches by THREAD, as it would had
+        each message been correlated and its tie recorded in turn (a colleague answering,
+        with only ``In-Reply-To``, a reply that arrived in the same batch). Outside a block
+        it does nothing: the store answers once the tie is recorded.
+
+        Args:
+            message_id: the incoming message's id, canonical (`Headers.message_id`).
+            sent: the send it was tied to.
+        """
+        lookups: _Lookups | None = getattr(self._local, "lookups", None)
+        if lookups is not None:
+            lookups.asked_incoming.add(message_id)
+            lookups.incoming[message_id] = sent
 
     def is_own_mail(self, headers: Headers) -> str | None:
         """Say why `headers` belong to our own mail, or ``None`` when they do not.

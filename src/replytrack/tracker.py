@@ -641,7 +641,12 @@ class ReplyTracker:
         decided = [_Decided(key, duplicate=True) for key in keys]
         with self.correlator.prefetched(parsed[i] for i in fresh):
             for i in fresh:
-                decided[i] = self._decide(batch[i], parsed[i], keys[i], source)
+                d = decided[i] = self._decide(batch[i], parsed[i], keys[i], source)
+                sent = d.event.sent if d.event is not None else None
+                if d.incoming_id and sent is not None:
+                    # Tied at the commit: later messages of the batch see the tie now, as
+                    # they would had each message been processed and committed in turn.
+                    self.correlator.note_incoming(d.incoming_id, sent)
         return decided
 
     def _decide(

@@ -424,6 +424,33 @@ def test_prefetched_correlates_a_batch_alike_in_two_store_calls() -> None:
     assert store.calls == 2
 
 
+def test_note_incoming_lets_later_messages_of_the_block_match_by_thread() -> None:
+    store = CountingStore()
+    store.record_sent(_send())
+    correlator = Correlator(store, own_addresses=[REP])
+    first = build_reply(in_reply_to=f"<{SEND_ID}>", from_=JO, message_id="<jo@c.example>")
+    second = build_reply(in_reply_to="<jo@c.example>", from_=KIM)
+    headers = [parse_headers(first), parse_headers(second)]
+    with correlator.prefetched(headers):
+        tied, _ = correlator.examine(first, headers=headers[0])
+        assert tied is not None
+        assert tied.sent is not None
+        assert correlator.examine(second, headers=headers[1])[0] is None  # not told yet
+        correlator.note_incoming("jo@c.example", tied.sent)
+        calls = store.calls
+        thread, _ = correlator.examine(second, headers=headers[1])
+        assert store.calls == calls  # answered from the block
+    assert thread is not None
+    assert (thread.method, thread.matched_id, thread.ref) == (
+        MatchMethod.THREAD,
+        "jo@c.example",
+        tied.ref,
+    )
+    # Outside a block it does nothing: the store, which holds no tie, answers.
+    correlator.note_incoming("jo@c.example", tied.sent)
+    assert correlator.examine(second, headers=headers[1])[0] is None
+
+
 def test_prefetched_blocks_do_not_nest_and_end_cleanly() -> None:
     correlator = Correlator(MemoryStore())
     with correlator.prefetched([]), pytest.raises(ConfigError), correlator.prefetched([]):

@@ -540,10 +540,13 @@ def test_origin_header_must_be_a_field_name(store: SQLiteStore) -> None:
 # -- process_many -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("batch_size", [1, 2, 5, 100])
 def test_process_many_gives_what_process_gives_one_by_one(
-    store: SQLiteStore, clock: Clock, tmp_path: Path
+    store: SQLiteStore, clock: Clock, tmp_path: Path, batch_size: int
 ) -> None:
-    def run(tracker: ReplyTracker, batched: bool) -> list[tuple[str, str | None, Kind]]:
+    def run(
+        tracker: ReplyTracker, batched: bool
+    ) -> list[tuple[str, str | None, Kind, MatchMethod, Role]]:
         sent = tracker.stamp(outgoing(), "c42:p7")
         mail = [
             build_reply(in_reply_to=f"<{sent.message_id}>", from_=JO, message_id="<r1@c.example>"),
@@ -557,16 +560,34 @@ def test_process_many_gives_what_process_gives_one_by_one(
             ),
         ]
         if batched:
-            events = tracker.process_many(mail, batch_size=2)
+            events = tracker.process_many(mail, batch_size=batch_size)
         else:
             events = [e for m in mail for e in tracker.process(m)]
-        return [(e.event_id, e.ref, e.kind) for e in events]
+        return [(e.event_id, e.ref, e.kind, e.method, e.role) for e in events]
 
     with SQLiteStore(tmp_path / "other.db") as other:
         one_by_one = run(ReplyTracker(other, clock=clock), batched=False)
     batched = run(ReplyTracker(store, clock=clock), batched=True)
     assert batched == one_by_one
-    assert len(batched) == 3  # the duplicate and the newsletter give nothing; the thread does
+    # The duplicate and the newsletter give nothing. The boss answered Jo's reply with only
+    # In-Reply-To: that matches through Jo's reply, also when both came in one batch.
+    assert len(batched) == 3
+    assert batched[-1][3:] == (MatchMethod.THREAD, Role.OTHER)
+
+
+def test_poll_ties_a_reply_to_a_reply_of_the_same_batch(
+    tracker: ReplyTracker, stop: CapturingHook
+) -> None:
+    sent = tracker.stamp(outgoing(), "c42:p7")
+    source = MemorySource(name="inbox")
+    source.add(build_reply(in_reply_to=f"<{sent.message_id}>", message_id="<r1@c.example>"))
+    source.add(build_reply(in_reply_to="<r1@c.example>", from_="boss@customer.example"))
+    result = tracker.poll(source)
+    assert (result.batches, result.seen, result.matched) == (1, 2, 2)
+    assert [(e.method, e.role, e.action) for e in stop.events] == [
+        (MatchMethod.TOKEN, Role.RECIPIENT, Action.STOP),
+        (MatchMethod.THREAD, Role.OTHER, Action.STOP),
+    ]
 
 
 def test_process_many_takes_incoming_messages_with_provider_data(
