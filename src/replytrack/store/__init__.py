@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from replytrack.store.base import (
     BaseStore,
+    Migration,
     OutboxEntry,
     OutboxState,
     Pruned,
@@ -18,7 +19,7 @@ from replytrack.store.base import (
     Transaction,
 )
 from replytrack.store.memory import MemoryStore
-from replytrack.store.sqlite import Migration, SQLiteStore
+from replytrack.store.sqlite import SQLiteStore
 
 __all__ = [
     "BaseStore",

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GUID_LENGTH",
     "BaseStore",
+    "Migration",
     "OutboxEntry",
     "OutboxState",
     "Pruned",
@@ -350,6 +351,24 @@ def stored_sent(  # noqa: PLR0917 - the fields of SentMessage, in their order
     _set_field(sent, "provider_thread_id", provider_thread_id)
     _set_field(sent, "thread_index", thread_index)
     return sent
+
+
+@attrs.frozen
+class Migration:
+    """One forward step of a store's schema.
+
+    `SQLiteStore.MIGRATIONS` and `PostgresStore.MIGRATIONS` list theirs, oldest first.
+
+    Attributes:
+        version: the schema version after this step: 1, 2, 3 ... without gaps.
+        description: what the step does, for people reading ``schema_migrations``.
+        statements: SQL statements run in order, in the migrating transaction. Do not put
+            ``BEGIN``/``COMMIT`` in them.
+    """
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
 
 
 class OutboxState(enum.Enum):

@@ -73,6 +73,7 @@ from replytrack.errors import ConfigError, StoreError
 from replytrack.headers import address_key
 from replytrack.store.base import (
     BaseStore,
+    Migration,
     OutboxEntry,
     OutboxState,
     Pruned,
@@ -93,7 +94,6 @@ from replytrack.store.base import (
     stored_sent,
     subject_key,
 )
-from replytrack.store.sqlite import Migration
 
 try:
     import psycopg

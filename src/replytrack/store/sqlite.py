@@ -44,12 +44,11 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
-import attrs
-
 from replytrack.errors import ConfigError, StoreError
 from replytrack.headers import address_key
 from replytrack.store.base import (
     BaseStore,
+    Migration,
     OutboxEntry,
     OutboxState,
     Pruned,
@@ -83,22 +82,6 @@ __all__ = ["Migration", "SQLiteStore"]
 CHUNK: Final = 512
 #: ``sent_at`` of a send recorded without one: older than any real time (module Rule 6).
 NO_TIME: Final = -(2**63)
-
-
-@attrs.frozen
-class Migration:
-    """One forward step of the schema.
-
-    Attributes:
-        version: the schema version after this step: 1, 2, 3 ... without gaps.
-        description: what the step does, for people reading ``schema_migrations``.
-        statements: SQL statements run in order, in the migrating transaction. Do not put
-            ``BEGIN``/``COMMIT`` in them.
-    """
-
-    version: int
-    description: str
-    statements: tuple[str, ...]
 
 
 _V1 = Migration(
