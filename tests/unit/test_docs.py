@@ -27,11 +27,13 @@ environment variable the page reads.
 from __future__ import annotations
 
 import doctest
+import mailbox
 import re
 import shlex
 import subprocess
 import sys
 from collections.abc import Callable
+from email.message import EmailMessage
 from importlib.metadata import metadata
 from pathlib import Path
 
@@ -40,6 +42,8 @@ import pytest
 
 import replytrack
 import replytrack.dns
+from replytrack.sources import MaildirSource
+from replytrack.testing import build_reply
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DOCS = ROOT / "docs"
@@ -74,7 +78,7 @@ class Block:
 
     @property
     def where(self) -> str:
-        return f"docs/{self.page}:{self.line}"
+        return f"{(DOCS / self.page).resolve().relative_to(ROOT)}:{self.line}"
 
 
 def blocks(page: str) -> list[Block]:
@@ -276,6 +280,37 @@ def test_the_reference_lists_every_public_name() -> None:
 def test_the_tutorial_starts_from_pip_install() -> None:
     first = next(b for b in blocks("tutorial.md") if b.language == "sh")
     assert "pip install replytrack" in first.body
+
+
+def test_the_readme_code_runs_and_tracks_a_reply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REPLYTRACK_SECRET", "a throwaway test secret")
+    Path("mail").mkdir()
+    inbox = mailbox.Maildir("mail/rep", create=True)
+    namespace: dict[str, object] = {"__name__": "__readme__"}
+    readme = blocks("../README.md")
+    assert [b.language for b in readme] == ["sh", "sh", "python"]
+    for block in readme:
+        if block.language == "sh":
+            check_shell(block)
+        else:
+            run_python(block, namespace)
+    # The send it stamped is recorded; a reply to it, from the Cc'd colleague's address this
+    # time, reaches the README's own hooks at the next poll.
+    tracker = namespace["tracker"]
+    message = namespace["message"]
+    assert isinstance(tracker, replytrack.ReplyTracker)
+    assert isinstance(message, EmailMessage)
+    inbox.add(build_reply(in_reply_to=message["Message-ID"], from_="sam@customer.example"))
+    capsys.readouterr()
+    result = tracker.poll(MaildirSource("mail/rep"))
+    assert (result.seen, result.matched, result.errors) == (1, 1, ())
+    stop, crm = capsys.readouterr().out.splitlines()
+    assert stop.startswith("stop campaign-42:prospect-7 ")
+    assert crm.startswith("reply ")
+    tracker.store.close()
 
 
 def test_the_pages_are_found() -> None:
