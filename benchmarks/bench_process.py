@@ -82,17 +82,17 @@ HOOKS = ("campaign_stop", "crm_log")
 # The steps of process() whose cumulative time the profile also reports, whatever their rank:
 # (file, function) as `where` names them, without the line number.
 PHASES: tuple[tuple[str, str], ...] = (
-    ("replytrack/tracker.py", "_decide"),
+    ("replytrack/tracker.py", "_decide_batch"),
     ("replytrack/headers.py", "parse_headers"),
-    ("replytrack/store/sqlite.py", "is_processed"),
-    ("replytrack/correlate.py", "correlate"),
+    ("replytrack/store/sqlite.py", "find_processed"),
+    ("replytrack/correlate.py", "prefetched"),
+    ("replytrack/correlate.py", "examine"),
     ("replytrack/classify.py", "classify"),
     ("replytrack/tracker.py", "_event"),
     ("replytrack/tracker.py", "_plain_text"),
     ("replytrack/tracker.py", "_commit"),
     ("replytrack/tracker.py", "_dispatch"),
-    ("replytrack/tracker.py", "_deliver"),
-    ("replytrack/store/sqlite.py", "find_outbox"),
+    ("replytrack/tracker.py", "_record"),
 )
 
 # (name, comparison, limit), from issue 5: "target >= 5,000 messages/s, peak memory

@@ -625,9 +625,10 @@ class ReplyTracker:
     ) -> list[_Decided]:
         """Work out what each message of `batch` means, without writing anything.
 
-        The ledger is asked about the whole batch at once, and the ids the new messages name
-        are looked up at once (`Correlator.prefetched`): a few store calls per batch instead
-        of a few per message.
+        The ledger is asked about the whole batch at once, the ids the new messages name are
+        looked up at once (`Correlator.prefetched`), and the bodies a source that delivered
+        header blocks must give are asked for at once (Rule 4): a few store calls and source
+        requests per batch instead of a few per message.
         """
         parsed = [parse_headers(incoming.data) for incoming in batch]
         keys = [_ledger_key(headers) for headers in parsed]
@@ -639,38 +640,50 @@ class ReplyTracker:
                 seen.add(key)
                 fresh.append(i)
         decided = [_Decided(key, duplicate=True) for key in keys]
+        whole = {i: batch[i].data for i in fresh if batch[i].complete}
+        if source is not None:
+            # A report matches through the original Message-ID in its body.
+            reports = [i for i in fresh if i not in whole and may_be_report(parsed[i])]
+            whole.update(_fetch_bodies(source, batch, reports))
+        matched: list[tuple[int, Correlation]] = []
         with self.correlator.prefetched(parsed[i] for i in fresh):
             for i in fresh:
-                d = decided[i] = self._decide(batch[i], parsed[i], keys[i], source)
-                sent = d.event.sent if d.event is not None else None
-                if d.incoming_id and sent is not None:
+                headers = parsed[i]
+                correlation, own = self.correlator.examine(
+                    whole.get(i, headers),
+                    headers=headers,
+                    provider_thread_id=batch[i].provider_thread_id,
+                )
+                if correlation is None:
+                    decided[i] = _Decided(keys[i], own=own is not None)
+                    continue
+                matched.append((i, correlation))
+                if headers.message_id and correlation.sent is not None:
                     # Tied at the commit: later messages of the batch see the tie now, as
                     # they would had each message been processed and committed in turn.
-                    self.correlator.note_incoming(d.incoming_id, sent)
+                    self.correlator.note_incoming(headers.message_id, correlation.sent)
+        late: dict[int, bytes] = {}
+        if source is not None:
+            late = _fetch_bodies(source, batch, [i for i, _ in matched if i not in whole])
+        for i, correlation in matched:
+            body = late.get(i)
+            if body is None:
+                data, classified = whole.get(i, batch[i].data), correlation
+            else:  # correlated on its headers: classified on its body now
+                classification = classify(body, headers=parsed[i])
+                data, classified = body, attrs.evolve(correlation, classification=classification)
+            decided[i] = self._decided(keys[i], classified, parsed[i], data, batch[i])
         return decided
 
-    def _decide(
+    def _decided(
         self,
-        incoming: IncomingMessage,
-        headers: Headers,
         key: str,
-        source: MailboxSource | None,
+        correlation: Correlation,
+        headers: Headers,
+        data: bytes,
+        incoming: IncomingMessage,
     ) -> _Decided:
-        """Work out what one new message means, without writing anything."""
-        data = incoming.data
-        complete = incoming.complete
-        if not complete and source is not None and may_be_report(headers):
-            data, complete = source.fetch_body(incoming), True
-        correlation, own = self.correlator.examine(
-            data if complete else headers,
-            headers=headers,
-            provider_thread_id=incoming.provider_thread_id,
-        )
-        if correlation is None:
-            return _Decided(key, own=own is not None)
-        if not complete and source is not None:
-            data = source.fetch_body(incoming)
-            correlation = attrs.evolve(correlation, classification=classify(data, headers=headers))
+        """What a correlated message becomes: its event and the hooks it goes to."""
         decision = self.policy.decide(correlation, today=self._now().date())
         event = self._event(
             key,
@@ -848,6 +861,31 @@ def _ledger_key(headers: Headers) -> str:
     for name, value in headers.fields:
         digest.update(f"{name}:{value}\n".encode("utf-8", "surrogateescape"))
     return "sha256:" + digest.hexdigest()
+
+
+def _fetch_bodies(
+    source: MailboxSource, batch: Sequence[IncomingMessage], indexes: Sequence[int]
+) -> dict[int, bytes]:
+    """The whole messages at `indexes` of `batch`, by index: in one call when the source can.
+
+    `BaseSource.fetch_bodies` is not part of the `MailboxSource` protocol: a source written
+    without `BaseSource` is asked one message at a time.
+    """
+    if not indexes:
+        return {}
+    messages = [batch[i] for i in indexes]
+    fetch_bodies = getattr(source, "fetch_bodies", None)
+    if fetch_bodies is None:
+        bodies = [source.fetch_body(message) for message in messages]
+    else:
+        bodies = list(fetch_bodies(messages))
+        if len(bodies) != len(messages):
+            raise SourceError(
+                f"{source.name}: fetch_bodies gave {len(bodies)} bodies for"
+                f" {len(messages)} messages",
+                source=source.name,
+            )
+    return dict(zip(indexes, bodies, strict=True))
 
 
 def _incoming(message: bytes | str | email.message.Message | IncomingMessage) -> IncomingMessage:

@@ -608,30 +608,48 @@ class IMAPSource(BaseSource):
         )
 
     def _fetch_body(self, message: IncomingMessage) -> bytes:
-        match = _SOURCE_ID.fullmatch(message.source_id)
-        if match is None:
-            raise SourceError(f"not a message of an IMAP source: {message.source_id!r:.120}")
-        folder = urllib.parse.unquote(match["folder"])
-        uv, uid = int(match["uv"]), int(match["uid"])
+        return self._fetch_bodies([message])[0]
 
-        def body(session: _Session) -> bytes:
-            # NOOP (or EXAMINE) first: an expunge by another session must be seen (Rule 7).
-            view = session.open(folder, reuse=True)
-            if view.uv != uv:
-                raise SourceError(
-                    f"UIDVALIDITY of IMAP folder {folder!r} changed ({uv} -> {view.uv}): "
-                    f"message {uid} cannot be read; the next fetch rescans the folder"
-                )
-            item = session.fetch([uid], ["BODY.PEEK[]"]).get(uid)
-            data = None if item is None else item.get(b"BODY[]")
-            if not isinstance(data, bytes):
-                raise SourceError(
-                    f"message {uid} is no longer in IMAP folder {folder!r} (deleted or moved)"
-                )
-            return data
+    def _fetch_bodies(self, messages: Sequence[IncomingMessage]) -> list[bytes]:
+        # One UID FETCH per folder for the whole lot: a poll asks for a batch's bodies at
+        # once, and a round trip per message is what a remote server makes slow.
+        places: list[tuple[str, int, int]] = []
+        for message in messages:
+            match = _SOURCE_ID.fullmatch(message.source_id)
+            if match is None:
+                raise SourceError(f"not a message of an IMAP source: {message.source_id!r:.120}")
+            places.append(
+                (urllib.parse.unquote(match["folder"]), int(match["uv"]), int(match["uid"]))
+            )
+        by_folder: dict[tuple[str, int], list[int]] = {}
+        for folder, uv, uid in places:
+            by_folder.setdefault((folder, uv), []).append(uid)
+
+        def bodies(session: _Session) -> dict[tuple[str, int], bytes]:
+            found: dict[tuple[str, int], bytes] = {}
+            for (folder, uv), uids in by_folder.items():
+                # NOOP (or EXAMINE) first: an expunge by another session must be seen (Rule 7).
+                view = session.open(folder, reuse=True)
+                if view.uv != uv:
+                    raise SourceError(
+                        f"UIDVALIDITY of IMAP folder {folder!r} changed ({uv} -> {view.uv}): "
+                        f"message {uids[0]} cannot be read; the next fetch rescans the folder"
+                    )
+                items = session.fetch(uids, ["BODY.PEEK[]"])
+                for uid in uids:
+                    item = items.get(uid)
+                    data = None if item is None else item.get(b"BODY[]")
+                    if not isinstance(data, bytes):
+                        raise SourceError(
+                            f"message {uid} is no longer in IMAP folder {folder!r}"
+                            " (deleted or moved)"
+                        )
+                    found[folder, uid] = data
+            return found
 
         with self._lock:
-            return self._run("fetch_body", body)
+            found = self._run("fetch_body", bodies)
+        return [found[folder, uid] for folder, _, uid in places]
 
     # -- waiting ---------------------------------------------------------------------------------
 
