@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import httplib2
+import httplib2  # type: ignore[import-untyped]  # no py.typed; types-httplib2 not installed
 import pytest
-from googleapiclient.discovery import build
+from googleapiclient.discovery import build  # type: ignore[import-untyped]  # no py.typed or stubs
 
 from harnesses import Harness, message
 from replytrack.sources.gmail import GmailSource

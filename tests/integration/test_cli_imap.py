@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import imapclient
+import imapclient  # type: ignore[import-untyped]  # no py.typed, no stubs
 import pytest
 
 from replytrack.cli import IMAP_PASSWORD_ENV, IMAP_TOKEN_ENV, SECRET_ENV, main

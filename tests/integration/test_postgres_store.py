@@ -23,7 +23,7 @@ psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not insta
 psycopg_pool = pytest.importorskip("psycopg_pool", reason="the postgres extra is not installed")
 
 from replytrack.errors import ConfigError, StoreError  # noqa: E402
-from replytrack.store import Migration, SentMessage  # noqa: E402
+from replytrack.store import Migration, Pruned, SentMessage  # noqa: E402
 from replytrack.store import postgres as postgres_module  # noqa: E402
 from replytrack.store.postgres import PostgresStore  # noqa: E402
 from servers import PostgreSQL, free_port  # noqa: E402
@@ -247,7 +247,11 @@ def test_processes_claiming_the_outbox_never_get_the_same_entry(
     store: PostgresStore, postgres_dsn: str
 ) -> None:
     with store.transaction() as tx:
-        ids = [tx.enqueue(f"ev-{n}", "crm_log", b"{}", T0) for n in range(600)]
+        ids: list[int] = []
+        for n in range(600):
+            entry = tx.enqueue(f"ev-{n}", "crm_log", b"{}", T0)
+            assert entry is not None  # a new event id: never a duplicate
+            ids.append(entry)
     start = time.time() + 2
     procs = [run(CLAIMER, postgres_dsn, str(start)) for _ in range(4)]
     claimed = results(procs)
@@ -321,7 +325,7 @@ def test_prune_deletes_in_chunks_of_short_transactions(postgres_dsn: str, admin:
             assert entry is not None
             store.mark_delivered(entry, T0)
         before = xid()
-        assert store.prune(T0 + dt.timedelta(days=30)) == postgres_module.Pruned(35, 25)
+        assert store.prune(T0 + dt.timedelta(days=30)) == Pruned(35, 25)
         # 4 + 3 deleting statements, each a transaction of its own (xids 1 apart).
         assert xid() - before >= 7 + 1
         assert store.is_processed("new")

@@ -59,12 +59,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
+from typing import TypedDict
 
 import attrs
 import pytest
 
 from replytrack import ReplyTracker
-from replytrack.events import Kind, make_event_id
+from replytrack.classify import Kind
+from replytrack.events import make_event_id
 from replytrack.store import MemoryStore, SentMessage, SQLiteStore, Store
 from replytrack.testing import CapturingHook, build_bounce, build_out_of_office, build_reply
 
@@ -173,6 +175,13 @@ class Template:
     correlates: bool
 
 
+class _Answer(TypedDict):
+    """The headers every correlating template shares (keyword arguments of the builders)."""
+
+    in_reply_to: str
+    message_id: str
+
+
 def templates() -> list[Template]:
     newsletter = EmailMessage()
     newsletter["From"] = "Freight Weekly <news@freight-weekly.example>"
@@ -181,7 +190,7 @@ def templates() -> list[Template]:
     newsletter["Message-ID"] = f"<{MID}>"
     newsletter["List-Id"] = "<weekly.freight-weekly.example>"
     newsletter.set_content("Diesel prices fall for the third week running.")
-    answer = {"in_reply_to": f"<{SEND}>", "message_id": f"<{MID}>"}
+    answer: _Answer = {"in_reply_to": f"<{SEND}>", "message_id": f"<{MID}>"}
     return [
         Template("reply", build_reply(**answer, from_=PROSPECT, quote=None), True),
         Template(

@@ -216,7 +216,7 @@ def test_worker_processes_stop_cleanly_on_sigterm(tmp_path: Path) -> None:
         str(tmp_path / "a"), str(tmp_path / "b"),
     )  # fmt: skip
     assert proc.stderr is not None
-    progress = []
+    progress: list[str] = []
     try:
         lines = read_lines(proc, 6)
         while sum("started" in line for line in progress) < 2:  # both children run

@@ -105,7 +105,7 @@ def test_every_input_type_threads_alike(convert: object) -> None:
 
 def test_an_unsupported_input_type_raises_type_error() -> None:
     with pytest.raises(TypeError):
-        thread_messages([42])  # type: ignore[list-item]
+        thread_messages([42])  # type: ignore[type-var]
 
 
 def test_a_missing_parent_is_a_ghost_that_keeps_its_replies_together() -> None:

@@ -14,6 +14,7 @@ import re
 import time
 from email.message import EmailMessage
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -504,7 +505,7 @@ def test_analyze_report_swallows_errors_of_broken_message_objects() -> None:
         def get_content_type(self) -> str:
             raise RuntimeError("boom")
 
-        def get_payload(self, *args: object, **kwargs: object) -> object:
+        def get_payload(self, *args: object, **kwargs: object) -> NoReturn:
             raise RuntimeError("boom")
 
     assert analyze_report(Broken(), parse_headers(b"Subject: x\n\n")) is None

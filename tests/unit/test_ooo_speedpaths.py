@@ -234,7 +234,7 @@ def _messages() -> Iterator[bytes]:
                     yield build_out_of_office(
                         language=language,
                         return_date=back,
-                        subject_style=style,  # type: ignore[arg-type]
+                        subject_style=style,
                         auto_submitted=auto_submitted,
                     )
         yield build_out_of_office(

@@ -215,11 +215,11 @@ class RecordingConnection(sqlite3.Connection):
 
     texts: ClassVar[list[str]] = []
 
-    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
         self.texts.append(sql)
         return super().execute(sql, *args)
 
-    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
         self.texts.append(sql)
         return super().executemany(sql, *args)
 

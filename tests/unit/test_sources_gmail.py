@@ -20,9 +20,9 @@ from typing import Any
 
 import attrs
 import pytest
-from googleapiclient.discovery import build
-from googleapiclient.errors import HttpError
-from googleapiclient.http import HttpMockSequence
+from googleapiclient.discovery import build  # type: ignore[import-untyped]  # no py.typed or stubs
+from googleapiclient.errors import HttpError  # type: ignore[import-untyped]  # same
+from googleapiclient.http import HttpMockSequence  # type: ignore[import-untyped]  # same
 
 from harnesses.gmail import FakeGmail, gmail_service
 from replytrack import MemoryStore, ReplyTracker
@@ -601,7 +601,8 @@ def test_misuse_raises_config_error(kwargs: dict[str, Any]) -> None:
 def test_credentials_build_a_service_the_source_closes(monkeypatch: pytest.MonkeyPatch) -> None:
     from google.auth.credentials import AnonymousCredentials  # noqa: PLC0415 (one test)
 
-    source = GmailSource(credentials=AnonymousCredentials())
+    # google-auth is typed (py.typed) but leaves AnonymousCredentials.__init__ unannotated.
+    source = GmailSource(credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
     closed: list[bool] = []
     monkeypatch.setattr(source._service, "close", lambda: closed.append(True))
     assert source.name == "gmail:me"

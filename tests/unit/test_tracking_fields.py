@@ -35,7 +35,7 @@ def cut_down(data: bytes) -> bytes:
                 out.append(line)
             continue
         match = _FIELD_START.match(line)
-        keep = bool(match) and match.group(1).decode("latin-1").lower() in _WANTED
+        keep = match is not None and match.group(1).decode("latin-1").lower() in _WANTED
         if keep:
             out.append(line)
     return b"".join(out) + b"\r\n"

@@ -7,6 +7,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -648,7 +649,7 @@ def test_source_names_must_be_unique_and_not_the_prune_lease(store: Store) -> No
         ("on_poll", "not callable"),
     ],
 )
-def test_bad_arguments_are_config_errors(store: Store, name: str, value: object) -> None:
+def test_bad_arguments_are_config_errors(store: Store, name: str, value: Any) -> None:
     with pytest.raises(ConfigError):
         worker(store, [], **{name: value})
 
