@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.message
+import imaplib
 import threading
 import time
 from collections.abc import Iterator
@@ -290,6 +291,73 @@ def test_uidvalidity_change_rescans_the_folder_without_duplicate_events(
         admin.append("Replies", campaign.reply(6))
         poll_until_done(campaign.tracker, source)
     campaign.assert_exactly_once(range(7))
+
+
+# --------------------------------------------------------------------------------------------
+# Bodies by the batch
+# --------------------------------------------------------------------------------------------
+
+
+class Commands:
+    """Counts the IMAP commands sent (each takes a tag) from its creation on."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sent = 0
+        new_tag = imaplib.IMAP4._new_tag  # type: ignore[attr-defined]  # private: no stubs
+
+        def counted(imap: imaplib.IMAP4) -> bytes:
+            self.sent += 1
+            tag: bytes = new_tag(imap)
+            return tag
+
+        monkeypatch.setattr(imaplib.IMAP4, "_new_tag", counted)
+
+
+def test_fetch_bodies_reads_a_folder_in_one_command(
+    dovecot: Dovecot,
+    imap_user: str,
+    admin: IMAPAdmin,
+    campaign: Campaign,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    admin.create("Replies")
+    for n in range(3):
+        admin.append("INBOX", campaign.reply(n))
+    for n in range(3, 5):
+        admin.append("Replies", campaign.reply(n))
+    with make_source(dovecot, imap_user, folders=("INBOX", "Replies")) as source:
+        messages = list(source.fetch(None).messages)
+        assert len(messages) == 5
+        wanted = [messages[4], messages[0], messages[3], messages[2]]
+        commands = Commands(monkeypatch)
+        bodies = source.fetch_bodies(wanted)
+        # Per folder, a NOOP or EXAMINE (to see expunges, Rule 7) and one UID FETCH.
+        assert commands.sent == 4
+    for message, body in zip(wanted, bodies, strict=True):
+        assert body.startswith(message.data.rstrip(b"\r\n"))
+        assert b"Could we talk" in body
+
+
+def test_a_poll_asks_for_its_bodies_in_a_few_commands(
+    dovecot: Dovecot,
+    imap_user: str,
+    admin: IMAPAdmin,
+    campaign: Campaign,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for n in range(30):
+        unrelated = build_reply(
+            in_reply_to=f"<x{n}@elsewhere.example>", from_="x@elsewhere.example"
+        )
+        admin.append("INBOX", campaign.reply(n) if n % 3 else unrelated)
+    with make_source(dovecot, imap_user) as source:
+        commands = Commands(monkeypatch)
+        result = campaign.tracker.poll(source)
+        assert (result.seen, result.matched, result.batches) == (30, 20, 1)
+        # Listing and reading the header blocks, then the 20 replies' bodies together: a
+        # body by itself would be two commands each.
+        assert commands.sent <= 8, commands.sent
+    campaign.assert_exactly_once([n for n in range(30) if n % 3])
 
 
 # --------------------------------------------------------------------------------------------
