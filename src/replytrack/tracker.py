@@ -31,7 +31,7 @@ import email.policy
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, TypeAlias
 
 import attrs
@@ -66,6 +66,9 @@ log: logging.Logger = logging.getLogger("replytrack")
 #: Hook names as stored in the outbox.
 CAMPAIGN_STOP: Final = "campaign_stop"
 CRM_LOG: Final = "crm_log"
+#: Bodies asked of a source in one request (`BaseSource.fetch_bodies`): a batch's replies
+#: come in a few requests, and at most this many whole messages are held at once.
+BODIES_PER_REQUEST: Final = 20
 #: At most this many ids in the References of a follow-up: the first (the thread root) and the
 #: newest, as mail clients trim them.
 MAX_REFERENCES: Final = 20
@@ -662,17 +665,18 @@ class ReplyTracker:
                     # Tied at the commit: later messages of the batch see the tie now, as
                     # they would had each message been processed and committed in turn.
                     self.correlator.note_incoming(headers.message_id, correlation.sent)
-        late: dict[int, bytes] = {}
-        if source is not None:
-            late = _fetch_bodies(source, batch, [i for i, _ in matched if i not in whole])
+        late = {i: c for i, c in matched if i not in whole} if source is not None else {}
         for i, correlation in matched:
-            body = late.get(i)
-            if body is None:
-                data, classified = whole.get(i, batch[i].data), correlation
-            else:  # correlated on its headers: classified on its body now
+            if i not in late:
+                decided[i] = self._decided(
+                    keys[i], correlation, parsed[i], whole.get(i, batch[i].data), batch[i]
+                )
+        if source is not None:
+            for i, body in _fetch_bodies(source, batch, list(late)):
+                # Correlated on its headers: classified on its body now.
                 classification = classify(body, headers=parsed[i])
-                data, classified = body, attrs.evolve(correlation, classification=classification)
-            decided[i] = self._decided(keys[i], classified, parsed[i], data, batch[i])
+                correlation = attrs.evolve(late[i], classification=classification)
+                decided[i] = self._decided(keys[i], correlation, parsed[i], body, batch[i])
         return decided
 
     def _decided(
@@ -865,27 +869,30 @@ def _ledger_key(headers: Headers) -> str:
 
 def _fetch_bodies(
     source: MailboxSource, batch: Sequence[IncomingMessage], indexes: Sequence[int]
-) -> dict[int, bytes]:
-    """The whole messages at `indexes` of `batch`, by index: in one call when the source can.
+) -> Iterator[tuple[int, bytes]]:
+    """The messages at `indexes` of `batch`, whole, as (index, data): a request per chunk.
 
-    `BaseSource.fetch_bodies` is not part of the `MailboxSource` protocol: a source written
-    without `BaseSource` is asked one message at a time.
+    `BODIES_PER_REQUEST` at a time through `BaseSource.fetch_bodies`, so that at most that
+    many whole messages (attachments included) are held at once; a source written without
+    `BaseSource` (the method is not part of the `MailboxSource` protocol) is asked one
+    message at a time. Each body is cut to the `MAX_PARSE_BYTES` the tracker reads.
     """
-    if not indexes:
-        return {}
-    messages = [batch[i] for i in indexes]
     fetch_bodies = getattr(source, "fetch_bodies", None)
-    if fetch_bodies is None:
-        bodies = [source.fetch_body(message) for message in messages]
-    else:
-        bodies = list(fetch_bodies(messages))
-        if len(bodies) != len(messages):
-            raise SourceError(
-                f"{source.name}: fetch_bodies gave {len(bodies)} bodies for"
-                f" {len(messages)} messages",
-                source=source.name,
-            )
-    return dict(zip(indexes, bodies, strict=True))
+    for start in range(0, len(indexes), BODIES_PER_REQUEST):
+        chunk = indexes[start : start + BODIES_PER_REQUEST]
+        messages = [batch[i] for i in chunk]
+        if fetch_bodies is None:
+            bodies = [source.fetch_body(message) for message in messages]
+        else:
+            bodies = list(fetch_bodies(messages))
+            if len(bodies) != len(messages):
+                raise SourceError(
+                    f"{source.name}: fetch_bodies gave {len(bodies)} bodies for"
+                    f" {len(messages)} messages",
+                    source=source.name,
+                )
+        for i, body in zip(chunk, bodies, strict=True):
+            yield i, body[:MAX_PARSE_BYTES]
 
 
 def _incoming(message: bytes | str | email.message.Message | IncomingMessage) -> IncomingMessage:

@@ -18,6 +18,7 @@ import pytest
 from typing_extensions import Self
 
 from replytrack import Kind, MemoryStore, ReplyTracker
+from replytrack.classify import MAX_PARSE_BYTES
 from replytrack.correlate import MatchMethod
 from replytrack.events import Action, ReplyEvent
 from replytrack.sources import Batch, IncomingMessage, MailboxSource
@@ -29,6 +30,7 @@ from replytrack.testing import (
     build_out_of_office,
     build_reply,
 )
+from replytrack.tracker import BODIES_PER_REQUEST
 
 NOW = dt.datetime(2027, 3, 1, 9, 0, tzinfo=dt.timezone.utc)
 REP = "rep@sales.example"
@@ -205,3 +207,41 @@ def test_any_batch_size_gives_the_same_events(limit: int) -> None:
         Kind.BOUNCE,
         Kind.REPLY,
     ]
+
+
+def test_bodies_are_asked_for_twenty_at_a_time() -> None:
+    tracker, crm, sends = campaign()
+    replies = [
+        build_reply(
+            in_reply_to=f"<{sends[n % 3].message_id}>",
+            from_=f"p{n % 3}@customer{n % 3}.example",
+            message_id=f"<r{n}@customer.example>",
+        )
+        for n in range(45)
+    ]
+    source = HeadersFirst(replies)
+    assert tracker.poll(source).matched == 45
+    # At most BODIES_PER_REQUEST whole messages are held at once.
+    assert source.requests == [BODIES_PER_REQUEST, BODIES_PER_REQUEST, 5]
+    assert len(crm.events) == 45
+
+
+def test_a_huge_reply_gives_the_same_event_headers_first() -> None:
+    events = []
+    for headers_only in (False, True):
+        tracker, crm, sends = campaign()
+        huge = build_reply(
+            in_reply_to=f"<{sends[0].message_id}>",
+            from_="p0@customer0.example",
+            message_id="<huge@customer0.example>",
+            body="Yes, Tuesday works.\n\n" + "A long quoted history line.\n" * 120_000,
+        )
+        assert len(huge) > 3 * MAX_PARSE_BYTES
+        tracker.poll(MemorySource([huge], name="inbox", headers_only=headers_only))
+        (event,) = crm.events
+        events.append((event.event_id, event.kind, event.action, event.reasons, event.body_text))
+    assert events[0] == events[1]
+    _, kind, action, _, text = events[0]
+    assert (kind, action) == (Kind.REPLY, Action.STOP)
+    assert text is not None
+    assert text.startswith("Yes, Tuesday works.")
