@@ -30,6 +30,7 @@ def test_a_small_run_reports_every_section(
 ) -> None:
     output = tmp_path / "report.json"
     argv = ["--messages", "30", "--polls", "3", "--limit", "7", "--window", "4"]
+    argv += ["--tracker-messages", "40", "--sends", "5"]
     assert bench.main([*argv, "--output", str(output)]) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out)
@@ -51,6 +52,20 @@ def test_a_small_run_reports_every_section(
     assert one["commands_per_poll"] == 2  # EXAMINE, FETCH
     assert {"median_ms", "p95_ms", "min_ms"} <= set(one)
     assert report["results"]["connections"] == 1
+    assert report["settings"]["tracker_messages"] == 40
+    track = report["results"]["tracker_poll"]
+    # Message n is a reply when n % 20 < 7 and an out-of-office notice when n % 20 == 7.
+    assert track["mix"] == {"replies": 14, "out_of_office": 2, "unrelated": 24}
+    assert (track["messages"], track["matched"], track["events"]) == (40, 16, 16)
+    assert track["kinds"] == {"reply": 14, "out_of_office": 2}
+    assert track["hook_calls"] == {"crm_log": 16, "campaign_stop": 16}  # STOP, PAUSE
+    assert track["batches"] == 6  # 7 per batch
+    # A batch's bodies come in one UID FETCH (after a NOOP), not two commands per message:
+    # per batch EXAMINE, the header FETCHes (windows of 4) and those two; LOGIN and LOGOUT.
+    assert track["commands"] <= 6 * track["batches"] + 2
+    assert track["commands_per_matched_message"] < 2
+    assert track["connections"] == 1
+    assert "tracker poll:" in captured.err
     assert {"python", "platform", "imapclient", "dovecot"} <= set(report["environment"])
 
 
@@ -64,3 +79,17 @@ def test_a_sanity_failure_sets_the_exit_status(
     assert bench.main(["--messages", "3", "--polls", "1"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["sanity"]["ok"] is False
+
+
+def test_a_tracker_check_that_fails_sets_the_exit_status(
+    bench: ModuleType,
+    dovecot: Dovecot,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bench.CountingHooks, "crm_log", lambda self, event: None)
+    argv = ["--messages", "3", "--polls", "1", "--tracker-messages", "20", "--sends", "2"]
+    assert bench.main(argv) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["sanity"]["ok"] is False
+    assert any("crm_log called 0 times for 8 events" in f for f in report["sanity"]["examples"])
