@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -366,6 +366,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if failures else 0
 
 
+def fill(
+    server: Any,
+    admin: Any,
+    folder: str,
+    messages: Iterable[bytes],
+    total: int,
+    *,
+    received: dt.datetime,
+    step: dt.timedelta,
+    failures: list[str],
+) -> tuple[float, float]:
+    """Create `folder`, write `messages` into its Maildir, let Dovecot index them.
+
+    Returns:
+        The seconds spent writing and indexing (neither is part of what is timed).
+    """
+    admin.create_folder(folder)
+    clock = time.perf_counter()
+    server.write_messages(USER, messages, folder=folder, received=received, step=step)
+    populate = time.perf_counter() - clock
+    clock = time.perf_counter()
+    exists = admin.select_folder(folder, readonly=True)[b"EXISTS"]
+    admin.unselect_folder()
+    index = time.perf_counter() - clock
+    if exists != total:
+        failures.append(f"{folder}: Dovecot sees {exists} messages, not {total}")
+    return populate, index
+
+
+def metered_source(server: Any, folder: str, args: argparse.Namespace) -> tuple[IMAPSource, Meter]:
+    """An `IMAPSource` of `folder` whose commands and bytes its `Meter` counts."""
+    meter = Meter()
+    source = IMAPSource(
+        server.host,
+        port=server.port,
+        ssl=False,
+        username=USER,
+        password=server.password,
+        folders=(folder,),
+        window=args.window,
+        client_factory=meter.factory(server.host, server.port),
+    )
+    return source, meter
+
+
 def run(
     server: Any,
     template: bytes,
@@ -381,34 +426,18 @@ def run(
     admin = imapclient.IMAPClient(server.host, port=server.port, ssl=False, timeout=60)
     try:
         admin.login(USER, server.password)
-        admin.create_folder(FOLDER)
         log(f"writing {total:,} messages into the Maildir")
-        clock = time.perf_counter()
-        server.write_messages(
-            USER,
+        populate, index = fill(
+            server,
+            admin,
+            FOLDER,
             (message(template, n) for n in range(1, total + 1)),
-            folder=FOLDER,
+            total,
             received=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1),
             step=dt.timedelta(0),
+            failures=failures,
         )
-        populate = time.perf_counter() - clock
-        clock = time.perf_counter()
-        exists = admin.select_folder(FOLDER, readonly=True)[b"EXISTS"]
-        admin.unselect_folder()
-        index = time.perf_counter() - clock
-        if exists != total:
-            failures.append(f"Dovecot sees {exists} messages, not {total}")
-        meter = Meter()
-        source = IMAPSource(
-            server.host,
-            port=server.port,
-            ssl=False,
-            username=USER,
-            password=server.password,
-            folders=(FOLDER,),
-            window=args.window,
-            client_factory=meter.factory(server.host, server.port),
-        )
+        source, meter = metered_source(server, FOLDER, args)
         results: dict[str, Any] = {}
         with source:
             results["initial_sync"] = initial_sync(
@@ -557,34 +586,18 @@ def tracker_poll(
         now = dt.datetime.now(dt.timezone.utc)
         sent = stamp_sends(tracker, sends)
         mail, mix = tracker_mail(sent, total, now)
-        admin.create_folder(TRACKER_FOLDER)
         log(f"writing {total:,} messages for the tracker ({sends} sends) into the Maildir")
-        clock = time.perf_counter()
-        server.write_messages(
-            USER,
+        populate, index = fill(
+            server,
+            admin,
+            TRACKER_FOLDER,
             mail,
-            folder=TRACKER_FOLDER,
+            total,
             received=now - dt.timedelta(minutes=total),
             step=dt.timedelta(minutes=1),
+            failures=failures,
         )
-        populate = time.perf_counter() - clock
-        clock = time.perf_counter()
-        exists = admin.select_folder(TRACKER_FOLDER, readonly=True)[b"EXISTS"]
-        admin.unselect_folder()
-        index = time.perf_counter() - clock
-        if exists != total:
-            failures.append(f"tracker poll: Dovecot sees {exists} messages, not {total}")
-        meter = Meter()
-        source = IMAPSource(
-            server.host,
-            port=server.port,
-            ssl=False,
-            username=USER,
-            password=server.password,
-            folders=(TRACKER_FOLDER,),
-            window=args.window,
-            client_factory=meter.factory(server.host, server.port),
-        )
+        source, meter = metered_source(server, TRACKER_FOLDER, args)
         log(f"tracker poll of {total:,} messages, {args.limit} per batch")
         with source:
             clock = time.perf_counter()
