@@ -5,7 +5,9 @@ way Graph documents them (https://learn.microsoft.com/graph/delta-query-messages
 https://learn.microsoft.com/graph/api/resources/message): delta rounds paged by
 ``odata.maxpagesize`` with ``@odata.nextLink`` / ``@odata.deltaLink``, ``@removed`` entries,
 410 Gone for expired sync state, a message GET with ``internetMessageHeaders``, ``$value``,
-OData error bodies, 401 for unknown tokens, and throttling with ``Retry-After``.
+OData error bodies, 401 for unknown tokens, throttling with ``Retry-After``, and JSON batching
+(https://learn.microsoft.com/graph/json-batching): ``POST $batch`` of up to 20 requests, each
+answered as on its own, a body that is not JSON in base64, the answers in another order.
 
 Like Outlook's, its skip and delta tokens carry the sync state themselves (here: the change
 sequence number a round runs up to and the last one already listed), so an old link can be
@@ -50,6 +52,9 @@ FOLDER_IDS = {
     "sentitems": "AAMkAGI2TGuKAAA=",
     "drafts": "AAMkAGI2TGuMAAA=",
 }
+
+#: Requests in one ``$batch`` at most (Graph's limit).
+MAX_BATCH = 20
 
 _HEADER_LINE = re.compile(rb"^([!-9;-~]+):[ \t]?(.*(?:\r?\n[ \t].*)*)", re.MULTILINE)
 _LINK_FOLDER = re.compile(r"mailFolders(?:\('([^']*)'\)|/([^/]+))/messages/delta\Z", re.I)
@@ -149,6 +154,8 @@ class FakeGraph:
         clock: Graph's clock (default: the real UTC time).
         ignore_page_size: send pages of `default_page_size` whatever the request prefers.
         default_page_size: the page size when none is preferred (Graph's default is 10).
+
+    `requests` counts HTTP requests: a ``$batch`` is one; its inner requests are in `batched`.
     """
 
     def __init__(
@@ -172,6 +179,14 @@ class FakeGraph:
         self.scripted: list[httpx.Response | Exception | None] = []
         #: Called with each request after it is answered (tests change the mailbox there).
         self.after: list[Callable[[httpx.Request], None]] = []
+        #: The inner requests of ``$batch`` requests, as the fake answered them.
+        self.batched: list[httpx.Request] = []
+        #: False: ``$batch`` is answered 404, as by a Graph-compatible server without batching.
+        self.batching = True
+        #: Inner ``$batch`` answers to misbehave, by message id: an ``httpx.Response`` is served
+        #: (encoded as any other) instead of the message's; a dict is sent as the whole inner
+        #: answer (its ``id`` set), to send what Graph should not; ``None`` leaves it out.
+        self.batch_faults: dict[str, httpx.Response | dict[str, Any] | None] = {}
         #: Change notification subscribers (a host's webhook handler).
         self.subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._lock = threading.RLock()
@@ -299,10 +314,12 @@ class FakeGraph:
                 "Access token has expired or is not yet valid.",
                 {"WWW-Authenticate": 'Bearer realm="", error="invalid_token"'},
             )
-        if request.method != "GET":
-            return graph_error(405, "ErrorInvalidRequest", "The OData request is not supported.")
         path = urllib.parse.unquote(request.url.raw_path.decode().split("?")[0])
         prefix = urllib.parse.urlsplit(BASE).path
+        if path == f"{prefix}/$batch" and request.method == "POST":
+            return self._batch(request)
+        if request.method != "GET":
+            return graph_error(405, "ErrorInvalidRequest", "The OData request is not supported.")
         if not path.startswith(prefix + "/"):
             return graph_error(400, "BadRequest", f"Invalid version: {path}")
         path = path[len(prefix) + 1 :]
@@ -347,6 +364,73 @@ class FakeGraph:
                     }
                     return httpx.Response(200, json=body)
         return graph_error(400, "BadRequest", f"Resource not found for the segment '{rest}'.")
+
+    def _batch(self, request: httpx.Request) -> httpx.Response:
+        """``POST $batch``: each inner request answered as on its own, in reverse order."""
+        if not self.batching:
+            return graph_error(404, "NotFound", "Resource not found for the segment '$batch'.")
+        if request.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
+            return graph_error(400, "BadRequest", "Invalid content type: expected JSON.")
+        try:
+            payload = json.loads(request.content)
+        except ValueError:
+            return graph_error(400, "BadRequest", "Unable to parse the batch request body.")
+        inner = payload.get("requests") if isinstance(payload, dict) else None
+        if not isinstance(inner, list) or not all(isinstance(r, dict) for r in inner):
+            return graph_error(400, "BadRequest", "The batch request has no 'requests' array.")
+        if len(inner) > MAX_BATCH:
+            return graph_error(
+                400, "BadRequest", f"A batch request is limited to {MAX_BATCH} requests."
+            )
+        keys = [r.get("id") for r in inner]
+        if not all(isinstance(k, str) and k for k in keys) or len(set(keys)) != len(keys):
+            return graph_error(400, "BadRequest", "Batch request ids must be unique strings.")
+        answers = [self._inner(request, item) for item in inner]
+        # Graph documents no order for the answers: reversed, so clients must match ids.
+        responses = [a for a in reversed(answers) if a is not None]
+        return httpx.Response(200, json={"responses": responses})
+
+    def _inner(self, outer: httpx.Request, item: dict[str, Any]) -> dict[str, Any] | None:
+        """The answer to one inner request of a ``$batch``, as Graph encodes it."""
+        key, method, url = item["id"], item.get("method"), item.get("url")
+        headers = item.get("headers", {})
+        if (
+            not isinstance(method, str)
+            or not isinstance(url, str)
+            or not url.startswith("/")
+            or not isinstance(headers, dict)
+        ):
+            response = graph_error(400, "BadRequest", "Invalid request URL or method.")
+        else:
+            # The batch's own Authorization holds for its requests.
+            headers = {**headers, "Authorization": outer.headers.get("Authorization", "")}
+            request = httpx.Request(method, BASE + url, headers=headers)
+            with self._lock:
+                self.batched.append(request)
+            response = self._answer(request)
+            path = urllib.parse.unquote(request.url.path).split("/")
+            if "messages" in path[:-1]:
+                message_id = path[path.index("messages") + 1]
+                if message_id in self.batch_faults:
+                    fault = self.batch_faults[message_id]
+                    if fault is None or isinstance(fault, dict):
+                        return None if fault is None else {**fault, "id": key}
+                    response = fault
+        content_type = response.headers.get("Content-Type", "")
+        return {
+            "id": key,
+            "status": response.status_code,
+            "headers": {
+                name.decode(): value.decode()
+                for name, value in response.headers.raw
+                if name.lower() != b"content-length"
+            },
+            "body": (
+                response.json()
+                if content_type.startswith("application/json")
+                else base64.b64encode(response.content).decode()
+            ),
+        }
 
     def _delta(self, request: httpx.Request, folder: str) -> httpx.Response:
         folder_id = FOLDER_IDS.get(folder, folder)

@@ -7,6 +7,7 @@ refresh, header blocks rebuilt from ``internetMessageHeaders``, and the tracker 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email.utils
 import importlib.util
@@ -22,8 +23,9 @@ import pytest
 
 from harnesses import drain, ids, message
 from harnesses.graph import TOKEN, UPN, FakeGraph, connection_reset, graph_error
-from replytrack import MatchMethod, MemoryStore, MessageIdGenerator, parse_headers
+from replytrack import Kind, MatchMethod, MemoryStore, MessageIdGenerator, parse_headers
 from replytrack.errors import ConfigError, SourceError
+from replytrack.sources import IncomingMessage
 from replytrack.sources import graph as graph_module
 from replytrack.sources.graph import GraphSource
 from replytrack.testing import CapturingHook, build_reply
@@ -569,6 +571,332 @@ def test_fetch_body_of_a_deleted_message_raises_sourcegraph_error(
 
 
 # --------------------------------------------------------------------------------------------
+# Bodies in JSON batches
+# --------------------------------------------------------------------------------------------
+
+
+def headers_first(source: GraphSource, fake: FakeGraph, count: int) -> list[IncomingMessage]:
+    """`count` inbox messages as a fetch delivers them (header blocks); requests cleared."""
+    for n in range(1, count + 1):
+        fake.add(message(n))
+    messages = list(source.fetch(None, limit=count).messages)
+    assert [m.complete for m in messages] == [False] * count
+    fake.requests.clear()
+    return messages
+
+
+def batches(fake: FakeGraph) -> list[list[dict[str, Any]]]:
+    """The inner requests of each ``$batch`` the fake received, as sent."""
+    out = []
+    for request in fake.requests:
+        if request.url.path == "/v1.0/$batch":
+            assert request.method == "POST"
+            assert request.headers["Content-Type"] == "application/json"
+            out.append(json.loads(request.content)["requests"])
+    return out
+
+
+def is_fallback(request: httpx.Request, message_id: str) -> bool:
+    return request.method == "GET" and request.url.path == f"/v1.0/me/messages/{message_id}/$value"
+
+
+@pytest.mark.parametrize("user", ["me", UPN])
+def test_fetch_bodies_asks_for_20_bodies_per_batch_request(
+    make: Any, fake: FakeGraph, user: str
+) -> None:
+    with make(user=user) as source:
+        messages = headers_first(source, fake, 25)
+        bodies = source.fetch_bodies(messages)
+        assert len(fake.requests) == 2  # 20 + 5, where it was 25 GETs
+        assert [len(b) for b in batches(fake)] == [20, 5]
+        assert bodies == [message(n) for n in range(1, 26)]
+        root = "/me" if user == "me" else f"/users/{UPN}"
+        first = batches(fake)[0][0]
+        assert first == {
+            "id": "1",
+            "method": "GET",
+            "url": f"{root}/messages/{messages[0].source_id.replace('=', '%3D')}/$value",
+            "headers": {"Prefer": 'IdType="ImmutableId"'},
+        }
+        assert [r.headers["Authorization"] for r in fake.requests] == [f"Bearer {TOKEN}"] * 2
+        fake.requests.clear()
+        assert bodies == [source.fetch_body(m) for m in messages]
+        # Each inner GET is the one fetch_body sends as a request of its own.
+        assert [r.url for r in fake.batched] == [r.url for r in fake.requests]
+        assert len(fake.requests) == 25
+
+
+def test_fetch_bodies_of_one_message_is_a_plain_get(source: GraphSource, fake: FakeGraph) -> None:
+    (incoming,) = headers_first(source, fake, 1)
+    assert source.fetch_bodies([incoming]) == [message(1)]
+    (request,) = fake.requests
+    assert is_fallback(request, incoming.source_id)  # one request either way
+
+
+def test_fetch_bodies_keeps_the_order_of_complete_and_partial_messages(
+    source: GraphSource, fake: FakeGraph
+) -> None:
+    first, second, third = headers_first(source, fake, 3)
+    whole = IncomingMessage(b"Subject: here already\r\n\r\nbody", "local")
+    bodies = source.fetch_bodies([third, whole, first, second])
+    assert bodies == [message(3), whole.data, message(1), message(2)]
+    assert len(fake.requests) == 1
+
+
+def test_a_message_deleted_before_the_batch_raises_what_fetch_body_raises(
+    source: GraphSource, fake: FakeGraph, caplog: pytest.LogCaptureFixture
+) -> None:
+    messages = headers_first(source, fake, 3)
+    fake.delete(messages[1].source_id)
+    with pytest.raises(SourceError) as direct:
+        source.fetch_body(messages[1])
+    fake.requests.clear()
+    with (
+        caplog.at_level(logging.DEBUG, "replytrack.sources.graph"),
+        pytest.raises(SourceError) as batched,
+    ):
+        source.fetch_bodies(messages)
+    assert str(batched.value) == str(direct.value)
+    assert "404 ErrorItemNotFound" in str(batched.value)
+    assert batched.value.source == source.name
+    assert isinstance(batched.value.__cause__, httpx.HTTPStatusError)
+    # The inner 404 is not taken on trust: the message's own GET says it is gone.
+    batch, fallback = fake.requests
+    assert batch.url.path == "/v1.0/$batch"
+    assert is_fallback(fallback, messages[1].source_id)
+    assert "$batch gave 2 of 3 bodies" in caplog.text
+    assert "HTTP 404: 1" in caplog.text
+
+
+#: Inner answers that are not a body, and why (as the debug log says).
+INNER_FAULTS: list[tuple[httpx.Response | dict[str, Any] | None, str]] = [
+    (
+        graph_error(429, "ApplicationThrottled", "Over the limit.", {"Retry-After": "3"}),
+        "HTTP 429",
+    ),
+    (graph_error(500, "InternalServerError", "Something broke."), "HTTP 500"),
+    (graph_error(404, "ErrorItemNotFound", "Not found (for a moment)."), "HTTP 404"),
+    (None, "no answer"),
+    ({"status": 200, "headers": {"Content-Type": "text/plain"}, "body": "From: a\r\n"}, "base64"),
+    ({"status": 200, "headers": {}, "body": "bm90IGJhc2U2N=="}, "not base64"),
+    ({"status": 200, "headers": {}, "body": "aGVsbG8=\n"}, "not base64"),
+    ({"status": 200, "headers": {}, "body": "Grüße"}, "not base64"),
+    ({"status": 200, "headers": {}, "body": {"value": "aGVsbG8="}}, "not a string"),
+    ({"status": 200, "headers": {}, "body": None}, "not a string"),
+    ({"status": 200, "headers": {"content-type": "application/json"}, "body": "aGk="}, "JSON"),
+    ({"status": "200", "headers": {}, "body": "aGVsbG8="}, "no status"),
+    ({"headers": {}, "body": "aGVsbG8="}, "no status"),
+]
+
+
+@pytest.mark.parametrize(
+    "case",
+    INNER_FAULTS,
+    ids=[
+        "429",
+        "500",
+        "404",
+        "no-answer",
+        "raw-mime",
+        "bad-padding",
+        "newline",
+        "non-ascii",
+        "json-object",
+        "null",
+        "json-content-type",
+        "status-as-str",
+        "no-status",
+    ],
+)
+def test_an_inner_answer_that_is_not_a_body_is_fetched_on_its_own(
+    source: GraphSource,
+    fake: FakeGraph,
+    sleeps: list[float],
+    caplog: pytest.LogCaptureFixture,
+    case: tuple[httpx.Response | dict[str, Any] | None, str],
+) -> None:
+    fault, reason = case
+    messages = headers_first(source, fake, 5)
+    fake.batch_faults[messages[1].source_id] = fault
+    fake.batch_faults[messages[3].source_id] = fault
+    with caplog.at_level(logging.DEBUG, "replytrack.sources.graph"):
+        assert source.fetch_bodies(messages) == [message(n) for n in range(1, 6)]
+    batch, second, fourth = fake.requests
+    assert batch.url.path == "/v1.0/$batch"
+    assert is_fallback(second, messages[1].source_id)
+    assert is_fallback(fourth, messages[3].source_id)
+    assert sleeps == []  # the GETs were not throttled: nothing waited
+    (record,) = [r for r in caplog.records if "$batch" in r.getMessage()]  # once per batch
+    assert record.levelno == logging.DEBUG
+    assert "gave 3 of 5 bodies" in record.getMessage()
+    assert reason in record.getMessage()
+
+
+def test_inner_throttling_and_a_garbled_body_fall_back_per_message(
+    source: GraphSource, fake: FakeGraph, sleeps: list[float]
+) -> None:
+    messages = headers_first(source, fake, 6)
+    fake.batch_faults[messages[0].source_id] = graph_error(
+        429, "ApplicationThrottled", "Over the limit.", {"Retry-After": "5"}
+    )
+    fake.batch_faults[messages[2].source_id] = graph_error(
+        429, "ApplicationThrottled", "Over the limit.", {"Retry-After": "5"}
+    )
+    fake.batch_faults[messages[5].source_id] = {"status": 200, "body": "%%% not base64 %%%"}
+    # The batch is served; the first GET of a body is throttled too, and retried.
+    fake.scripted += [None, graph_error(429, "ApplicationThrottled", "", {"Retry-After": "5"})]
+    assert source.fetch_bodies(messages) == [message(n) for n in range(1, 7)]
+    assert sleeps == [5.0]
+    assert [r.url.path.rsplit("/", 2)[-2] for r in fake.requests[1:]] == [
+        messages[0].source_id,
+        messages[0].source_id,
+        messages[2].source_id,
+        messages[5].source_id,
+    ]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"responses": [{"id": "1", "status": 200, "body": "aGVsbG8="}] * 2},  # "1" twice
+        {"responses": [{"id": 1, "status": 200, "body": "aGVsbG8="}]},  # an int id
+        {"responses": [{"id": "7", "status": 200, "body": "aGVsbG8="}]},  # not asked
+        {"responses": ["1", None, []]},
+        {"responses": []},
+        {"responses": {"1": {"status": 200, "body": "aGVsbG8="}}},
+        {"value": []},
+        [],
+        "responses",
+    ],
+    ids=[
+        "id-twice",
+        "int-id",
+        "unknown-id",
+        "not-objects",
+        "empty",
+        "responses-object",
+        "no-responses",
+        "list",
+        "str",
+    ],
+)
+def test_a_batch_answer_of_another_shape_falls_back(
+    source: GraphSource, fake: FakeGraph, answer: object
+) -> None:
+    messages = headers_first(source, fake, 2)
+    fake.scripted.append(httpx.Response(200, json=answer))
+    assert source.fetch_bodies(messages) == [message(1), message(2)]
+    assert len(fake.requests) == 3
+
+
+def test_a_batch_answer_that_is_not_json_falls_back(source: GraphSource, fake: FakeGraph) -> None:
+    messages = headers_first(source, fake, 2)
+    fake.scripted.append(httpx.Response(200, content=b"\xff<html>Gateway</html>"))
+    assert source.fetch_bodies(messages) == [message(1), message(2)]
+    assert len(fake.requests) == 3
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        [graph_error(500, "InternalServerError", "Something broke.")],
+        [graph_error(400, "BadRequest", "Invalid batch payload.")],
+        [graph_error(403, "ErrorAccessDenied", "Access is denied.")],
+        [graph_error(401, "InvalidAuthenticationToken", "Expired.")] * 2,  # after one refresh
+        [graph_error(503, "ServiceUnavailable", "Busy.", {"Retry-After": "2"})] * 3,  # 2 retries
+        [graph_error(429, "TooManyRequests", "Later.", {"Retry-After": "900"})],  # too long
+    ],
+)
+def test_a_batch_refused_as_a_whole_falls_back_to_a_get_each(
+    make: Any,
+    fake: FakeGraph,
+    sleeps: list[float],
+    caplog: pytest.LogCaptureFixture,
+    failure: list[httpx.Response],
+) -> None:
+    sent = len(failure)  # the batch request, and _send's own retries of it
+    with make(max_retries=2) as source:
+        messages = headers_first(source, fake, 4)
+        fake.scripted += failure
+        with caplog.at_level(logging.INFO, "replytrack.sources.graph"):
+            assert source.fetch_bodies(messages) == [message(n) for n in range(1, 5)]
+    assert [r.url.path for r in fake.requests[:sent]] == ["/v1.0/$batch"] * sent
+    assert [r.url.path.rsplit("/", 2)[-2] for r in fake.requests[sent:]] == [
+        m.source_id for m in messages
+    ]
+    assert sleeps == ([2.0, 2.0] if sent == 3 else [])  # _send's own retries, no more
+    (record,) = [r for r in caplog.records if "$batch" in r.getMessage()]
+    assert record.levelno == logging.INFO
+    assert f"HTTP {failure[0].status_code}" in record.getMessage()
+
+
+def test_a_server_without_batching_gets_a_get_each(source: GraphSource, fake: FakeGraph) -> None:
+    fake.batching = False
+    messages = headers_first(source, fake, 21)
+    assert source.fetch_bodies(messages) == [message(n) for n in range(1, 22)]
+    assert paths(fake.requests).count("/v1.0/$batch") == 1  # the 21st: a plain GET
+    assert len(fake.requests) == 1 + 21
+
+
+def test_the_batch_request_gets_a_fresh_token_and_throttling_retries(
+    make: Any, fake: FakeGraph, sleeps: list[float]
+) -> None:
+    with make() as lister:
+        messages = headers_first(lister, fake, 3)
+    issued = iter(["expired", *[TOKEN] * 10])
+    fake.throttle(1, retry_after="7")
+    fake.scripted.insert(0, None)  # the first batch request meets the fake's 401
+    with make(token=lambda: next(issued)) as source:
+        assert source.fetch_bodies(messages) == [message(1), message(2), message(3)]
+    assert [r.headers["Authorization"] for r in fake.requests] == [
+        "Bearer expired",
+        f"Bearer {TOKEN}",
+        f"Bearer {TOKEN}",
+    ]
+    assert paths(fake.requests) == ["/v1.0/$batch"] * 3
+    assert sleeps == [7.0]
+
+
+def test_a_network_error_on_the_batch_is_a_sourcegraph_error(
+    source: GraphSource, fake: FakeGraph
+) -> None:
+    messages = headers_first(source, fake, 3)
+    fake.scripted.append(connection_reset())
+    with pytest.raises(SourceError) as caught:
+        source.fetch_bodies(messages)
+    assert caught.value.source == source.name
+    assert isinstance(caught.value.__cause__, httpx.ReadError)
+    assert len(fake.requests) == 1  # no fallback: the network failed, as for fetch_body
+
+
+def test_the_fake_batches_as_graph_documents(client: httpx.Client, fake: FakeGraph) -> None:
+    first, second = fake.add(message(1)), fake.add(message(2))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    requests = [
+        {"id": "a", "method": "GET", "url": f"/me/messages/{first}/$value"},
+        {"id": "b", "method": "GET", "url": f"/me/messages/{second}?$select=subject"},
+        {"id": "c", "method": "GET", "url": "/me/messages/gone/$value"},
+    ]
+    answer = client.post(f"{graph_module.DEFAULT_BASE_URL}/$batch", json={"requests": requests})
+    assert answer.status_code == 401
+    answer = client.post(
+        f"{graph_module.DEFAULT_BASE_URL}/$batch", json={"requests": requests}, headers=auth
+    )
+    assert answer.status_code == 200
+    c, b, a = answer.json()["responses"]  # in another order than asked
+    assert (a["id"], a["status"], a["headers"]["Content-Type"]) == ("a", 200, "text/plain")
+    assert base64.b64decode(a["body"], validate=True) == message(1)
+    assert (b["id"], b["status"], b["body"]["subject"]) == ("b", 200, "Re: question 2")
+    assert (c["id"], c["status"], c["body"]["error"]["code"]) == ("c", 404, "ErrorItemNotFound")
+    too_many = [{**requests[0], "id": str(n)} for n in range(21)]
+    answer = client.post(
+        f"{graph_module.DEFAULT_BASE_URL}/$batch", json={"requests": too_many}, headers=auth
+    )
+    assert (answer.status_code, answer.json()["error"]["code"]) == (400, "BadRequest")
+    assert len(fake.batched) == 3  # nothing of the refused batch was answered
+
+
+# --------------------------------------------------------------------------------------------
 # Configuration, lifecycle
 # --------------------------------------------------------------------------------------------
 
@@ -714,3 +1042,20 @@ def test_learn_sent_reads_the_id_graph_used_from_the_sent_items(
     assert [(e.ref, e.method) for e in stop.events] == [("c42:p7", MatchMethod.IN_REPLY_TO)]
     assert stop.events[0].sent is not None
     assert stop.events[0].sent.message_id == sent.message_id
+
+
+def test_a_poll_asks_for_the_bodies_of_its_replies_in_one_batch_request(
+    tracker: ReplyTracker, stop: CapturingHook, source: GraphSource, fake: FakeGraph
+) -> None:
+    refs = [f"c42:p{n}" for n in range(1, 6)]
+    for ref in refs:
+        sent = tracker.stamp(outgoing(), ref)
+        fake.add(build_reply(in_reply_to=f"<{sent.message_id}>", from_=f"Jo <{JO}>"))
+    fake.add(build_reply(in_reply_to=None, from_="news@vendor.example", subject="Offers"))
+    result = tracker.poll(source)
+    assert (result.seen, result.events, result.errors) == (6, 5, ())
+    assert sorted(e.ref for e in stop.events) == refs
+    assert all(e.kind is Kind.REPLY for e in stop.events)  # classified on their bodies
+    assert paths(fake.requests).count("/v1.0/$batch") == 1
+    assert not any(r.url.path.endswith("/$value") for r in fake.requests)
+    assert len(fake.batched) == 5  # the replies' bodies only, not the newsletter's

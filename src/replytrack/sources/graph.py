@@ -46,18 +46,23 @@ Rule 5: delta is not asked for headers. Each message to deliver costs one
         block is rebuilt (CRLF, refolded, ending in an empty line); the fields Graph lacks
         (it has none for mail that never crossed the internet: internal mail, a Sent copy) are
         completed from the structured properties. Messages are ``complete=False``;
-        `GraphSource.fetch_body` GETs the MIME (``$value``). Drafts and ``@removed`` entries
-        are skipped, and so is a message gone between the listing and its GET (404). Sent mail
-        is delivered when a Sent folder is watched (`ReplyTracker.learn_sent` reads one); the
-        tracker itself skips own mail. Nothing is changed in the mailbox (base Rule 5).
+        `GraphSource.fetch_body` GETs the MIME (``$value``), and `BaseSource.fetch_bodies`
+        sends up to 20 of those GETs in one JSON batch (``POST $batch``,
+        https://learn.microsoft.com/graph/json-batching). A body the JSON batch does not give
+        plainly (an inner 404 or 429, a body that is not base64, a ``$batch`` refused as a
+        whole) is fetched with a GET of its own: batching never does worse than a GET each.
+        Drafts and ``@removed`` entries are skipped, and so is a message gone between the
+        listing and its GET (404). Sent mail is delivered when a Sent folder is watched
+        (`ReplyTracker.learn_sent` reads one); the tracker itself skips own mail. Nothing is
+        changed in the mailbox (base Rule 5).
 Rule 6: a lost sync state (410 Gone, or a 400 whose code names the sync state) restarts that
         folder's round bounded by `BaseSource.rescan_window`, and the batch says ``rescan``; a
         cursor that cannot be read rescans every folder (base Rule 3). 429, 503 and 504 are
-        retried after ``Retry-After`` (or an exponential delay) up to ``max_retries`` times; a
-        401 gets one fresh token. Other HTTP errors raise `SourceError` from an
-        ``httpx.HTTPStatusError``; network errors reach `BaseSource` as
-        ``httpx.TransportError`` and become `SourceError` with it as ``__cause__`` (base
-        Rule 6); httpx chains the socket's ``OSError`` below it.
+        retried after ``Retry-After`` (or an exponential delay) up to ``max_retries`` times,
+        and a 401 gets one fresh token, for every request, ``$batch`` included. Other HTTP
+        errors raise `SourceError` from an ``httpx.HTTPStatusError``; network errors reach
+        `BaseSource` as ``httpx.TransportError`` and become `SourceError` with it as
+        ``__cause__`` (base Rule 6); httpx chains the socket's ``OSError`` below it.
 Rule 7: no probe for `BaseSource.wait`: Graph's only cheap sign of new mail is a change
         notification, which needs a public webhook, and an empty delta request costs what a
         probe would. A host that subscribes to notifications calls `BaseSource.wake` from its
@@ -145,6 +150,10 @@ _GRAPH_TIME: Final = re.compile(
 )
 # The largest page asked for: Graph pages messages by at most 1000.
 _MAX_PAGE: Final = 1000
+# Requests in one JSON batch at most: Graph's limit (https://learn.microsoft.com/graph/json-
+# batching, "JSON batch requests are currently limited to 20 individual requests"), and the
+# tracker's `BODIES_PER_REQUEST`: a batch's bodies come in one request (Rule 5).
+_BATCH_SIZE: Final = 20
 # Pages walked by one fetch at most (a first round may skip long runs of old mail, Rule 3):
 # the batch then returns with ``more`` so hosts commit progress and stay responsive.
 _PAGES_PER_FETCH: Final = 50
@@ -644,6 +653,101 @@ class GraphSource(BaseSource):
             self._raise(response, f"MIME of message {message.source_id[:40]}")
         return response.content
 
+    def _fetch_bodies(self, messages: Sequence[IncomingMessage]) -> list[bytes]:
+        """The MIME of each message, in order: `_BATCH_SIZE` per ``$batch`` request (Rule 5).
+
+        A body the batch does not give plainly is fetched by `_fetch_body`, which retries a
+        throttled GET and raises `SourceError` for a message deleted meanwhile.
+        """
+        bodies: list[bytes] = []
+        for start in range(0, len(messages), _BATCH_SIZE):
+            chunk = messages[start : start + _BATCH_SIZE]
+            if len(chunk) == 1:
+                bodies.append(self._fetch_body(chunk[0]))  # one request either way
+                continue
+            batched = self._batch_bodies(chunk)
+            bodies += [
+                self._fetch_body(message) if body is None else body
+                for message, body in zip(chunk, batched, strict=True)
+            ]
+        return bodies
+
+    def _batch_bodies(self, messages: Sequence[IncomingMessage]) -> list[bytes | None]:
+        """Ask for the MIME of `messages` in one ``$batch`` request.
+
+        Each inner request is the GET `_fetch_body` sends, its URL relative to ``base_url``
+        and its id the message's position from 1. Graph answers 200 with ``{"responses":
+        [{"id", "status", "headers", "body"}, ...]}`` in any order, a body that is not JSON
+        (the MIME) in base64 (https://learn.microsoft.com/graph/json-batching).
+
+        Returns:
+            Each message's body, or ``None`` where the batch did not give it plainly: the
+            batch refused (after `_send`'s retries), its id missing or answered twice, or its
+            answer not a 200 with a strict base64 string. The reasons are logged, once.
+        """
+        requests = [
+            {
+                "id": str(n),
+                "method": "GET",
+                "url": self._relative(f"{self._message_url(message.source_id)}/$value"),
+                "headers": {"Prefer": _IMMUTABLE},
+            }
+            for n, message in enumerate(messages, 1)
+        ]
+        response = self._send("POST", f"{self._base}/$batch", body={"requests": requests})
+        missing: list[bytes | None] = [None] * len(messages)
+        if response.status_code != 200:
+            code = " ".join(_error_of(response)).strip()
+            log.info(
+                "%s: $batch failed: HTTP %d %s; fetching %d bodies one by one",
+                self.name,
+                response.status_code,
+                code[:120],
+                len(messages),
+            )
+            return missing
+        try:
+            payload = response.json()
+        except ValueError:  # not JSON, or not UTF-8
+            payload = None
+        items = payload.get("responses") if isinstance(payload, dict) else None
+        if not isinstance(items, list):
+            log.info(
+                "%s: $batch answered without a 'responses' list; fetching %d bodies one by one",
+                self.name,
+                len(messages),
+            )
+            return missing
+        # A "nextLink" Graph may add for answers still to come is not followed: the ids it
+        # would answer are missing here, and their bodies are fetched on their own.
+        answers: dict[str, object] = {}
+        twice: set[str] = set()
+        for item in items:
+            key = item.get("id") if isinstance(item, dict) else None
+            if isinstance(key, str):
+                if key in answers:
+                    twice.add(key)
+                answers[key] = item
+        bodies: list[bytes | None] = []
+        reasons: dict[str, int] = {}
+        for n in range(1, len(messages) + 1):
+            key = str(n)
+            body, reason = (
+                (None, "answered twice") if key in twice else _batched_body(answers.get(key))
+            )
+            bodies.append(body)
+            if body is None:
+                reasons[reason] = reasons.get(reason, 0) + 1
+        if reasons:
+            log.debug(
+                "%s: $batch gave %d of %d bodies; fetching the rest one by one (%s)",
+                self.name,
+                len(messages) - sum(reasons.values()),
+                len(messages),
+                ", ".join(f"{reason}: {count}" for reason, count in reasons.items()),
+            )
+        return bodies
+
     # -- HTTP ------------------------------------------------------------------------------------
 
     def _delta_url(self, folder: str) -> str:
@@ -659,6 +763,10 @@ class GraphSource(BaseSource):
         if not self._ours(link):
             raise SourceError(f"{self.name}: Graph sent a link outside {self._base}: {link:.120}")
         return link
+
+    def _relative(self, link: str) -> str:
+        """`link`, which is under ``base_url``, relative to it: a ``$batch`` request's URL."""
+        return self._checked(link)[len(self._base) :]
 
     def _get_json(self, url: str, *, what: str, page_size: int | None = None) -> dict[str, Any]:
         response = self._send("GET", url, page_size=page_size)
@@ -688,8 +796,18 @@ class GraphSource(BaseSource):
         cause = httpx.HTTPStatusError(message, request=response.request, response=response)
         raise SourceError(message, source=self.name) from cause
 
-    def _send(self, method: str, url: str, *, page_size: int | None = None) -> httpx.Response:
-        """Send one request: the token, the Prefer header, one 401 refresh, throttling retries."""
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        page_size: int | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> httpx.Response:
+        """Send one request: the token, the Prefer header, one 401 refresh, throttling retries.
+
+        `body`, when given, is sent as JSON (``Content-Type: application/json``).
+        """
         prefer = (
             _IMMUTABLE if page_size is None else f"{_IMMUTABLE}, odata.maxpagesize={page_size}"
         )
@@ -699,7 +817,7 @@ class GraphSource(BaseSource):
             headers = {"Prefer": prefer}
             if self._token is not None:
                 headers["Authorization"] = f"Bearer {_bearer(self._token)}"
-            response = self._client.request(method, url, headers=headers)
+            response = self._client.request(method, url, headers=headers, json=body)
             status = response.status_code
             if status == 401 and self._token is not None and not refreshed:
                 refreshed = True  # an expired token: ask for a fresh one, once
@@ -747,6 +865,31 @@ def _cursor_time(entry: Mapping[str, Any], key: str) -> int | None:
         except OverflowError as exc:
             raise InvalidCursor(f"cursor field {key!r} is not a time: {value}") from exc
     return value
+
+
+def _batched_body(item: object) -> tuple[bytes | None, str]:
+    """The MIME an inner ``$batch`` response carries, or ``None`` and why it is not used.
+
+    Only a 200 whose body is a string of strict base64 is used, and not when its headers say
+    the body is JSON (then it is a JSON value, not encoded content).
+    """
+    if not isinstance(item, dict):
+        return None, "no answer"
+    status = item.get("status")
+    if not isinstance(status, int) or status != 200:
+        return None, f"HTTP {status}" if isinstance(status, int) else "no status"
+    headers = item.get("headers")
+    if isinstance(headers, dict):
+        for name, value in headers.items():
+            if str(name).lower() == "content-type" and "json" in str(value).lower():
+                return None, "a JSON body"
+    body = item.get("body")
+    if not isinstance(body, str):
+        return None, "a body that is not a string"
+    try:
+        return base64.b64decode(body, validate=True), ""
+    except ValueError:  # binascii.Error, or a character that is not ASCII
+        return None, "a body that is not base64"
 
 
 def _bearer(token: Callable[[], str]) -> str:
