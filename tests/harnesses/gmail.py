@@ -10,12 +10,24 @@ and ``in:``/``-in:`` labels, ``labelIds``, ``includeSpamTrash``, ``nextPageToken
 ``threadId``, ``labelIds``; ``historyId`` strings; 404 for a ``startHistoryId`` older than the
 history it keeps). The client library is used unchanged on top of it:
 ``build("gmail", "v1", http=FakeGmail(), static_discovery=True)``.
+
+It answers batch requests too (developers.google.com/gmail/api/guides/batch): a ``POST`` to
+the path the library's ``new_batch_http_request`` uses (``/batch``, from the discovery
+document's ``batchPath``) or to the guide's ``/batch/gmail/v1``, with a ``multipart/mixed``
+body of ``application/http`` parts, each one request (``GET /gmail/v1/users/me/messages/ID?
+format=raw&alt=json HTTP/1.1``, headers, an empty line). Each is answered as it would be on its
+own, and the response is ``multipart/mixed`` with an ``application/http`` part per request
+(status line, headers, CRLF, JSON body) whose ``Content-ID: <response-X>`` names the request's
+``Content-ID: <X>``; in reverse order, as nothing promises the request order.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import email.message
+import email.parser
+import http
 import json
 import threading
 import urllib.parse
@@ -34,6 +46,9 @@ __all__ = ["FakeGmail", "GmailHarness", "StoredMessage"]
 
 UTC = dt.timezone.utc
 _PREFIX = "/gmail/v1/users/"
+# The batch endpoint: the path of the discovery document's batchPath, which the library's
+# new_batch_http_request posts to, and the one of the Gmail batch guide.
+_BATCH_PATHS = ("/batch", "/batch/gmail/v1")
 # Label names of the search operator in:/-in: and the system label ids they mean.
 _IN = {
     "inbox": "INBOX",
@@ -43,8 +58,22 @@ _IN = {
     "trash": "TRASH",
     "chats": "CHAT",
 }
-_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND"}
-_REASON = {400: "invalidArgument", 401: "authError", 404: "notFound"}
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+_REASON = {
+    400: "invalidArgument",
+    401: "authError",
+    404: "notFound",
+    429: "rateLimitExceeded",
+    500: "backendError",
+    503: "backendError",
+}
 
 
 @attrs.define
@@ -110,8 +139,12 @@ class FakeGmail:
         self.messages: dict[str, StoredMessage] = {}
         self.history: list[dict[str, Any]] = []
         self.oldest = history_id  # the lowest startHistoryId still answered
-        self.requests: list[str] = []
+        self.requests: list[str] = []  # HTTP requests: a batch is one
+        self.batches: list[list[str]] = []  # the requests inside each batch, in order
         self._seq = 0
+        self._batch_failure: int | None = None
+        self._part_failures: dict[str, int] = {}
+        self._dropped_parts: set[str] = set()
         self._fail_in: int | None = None
         self._fail_with: BaseException | None = None
         self._revoked = False
@@ -188,6 +221,22 @@ class FakeGmail:
         """Answer every request with 401, as Google does once access was revoked."""
         self._revoked = True
 
+    def fail_batches(self, status: int | None) -> None:
+        """Answer every batch request with `status` as a whole (``None``: serve them again)."""
+        self._batch_failure = status
+
+    def fail_in_batches(self, status: int, *message_ids: str) -> None:
+        """Answer the ``messages.get`` of these ids inside a batch with `status`.
+
+        A 429 or 5xx inside a 200, as Gmail answers parts of a batch that is too large or
+        too fast; outside a batch the same requests still succeed.
+        """
+        self._part_failures.update(dict.fromkeys(message_ids, status))
+
+    def drop_from_batches(self, *message_ids: str) -> None:
+        """Leave out the parts of these ids' ``messages.get`` from batch responses."""
+        self._dropped_parts.update(message_ids)
+
     def _record(self, record: dict[str, Any]) -> None:
         # History ids grow with gaps (the API documents them as not contiguous).
         self.history_id += 1 + self.history_id % 3
@@ -216,27 +265,9 @@ class FakeGmail:
                     assert error is not None
                     raise error
                 self._fail_in -= 1
-            try:
-                if self._revoked:
-                    raise _APIError(401, "Request had invalid authentication credentials.")
-                payload = self._route(method, uri)
-            except _APIError as failure:
-                error_body = {
-                    "error": {
-                        "code": failure.code,
-                        "message": failure.text,
-                        "errors": [
-                            {
-                                "message": failure.text,
-                                "domain": "global",
-                                "reason": _REASON[failure.code],
-                            }
-                        ],
-                        "status": _STATUS[failure.code],
-                    }
-                }
-                return self._response(failure.code, error_body)
-            return self._response(200, payload)
+            if urllib.parse.urlsplit(uri).path in _BATCH_PATHS:
+                return self._batch(method, body, headers or {})
+            return self._response(*self._answer(method, uri))
 
     def close(self) -> None:
         """Nothing to close (``Resource.close`` calls it)."""
@@ -247,6 +278,71 @@ class FakeGmail:
             {"status": str(status), "content-type": "application/json; charset=UTF-8"}
         )
         return response, json.dumps(payload).encode()
+
+    def _answer(self, method: str, uri: str) -> tuple[int, object]:
+        """The status and JSON payload of one API request."""
+        try:
+            if self._revoked:
+                raise _APIError(401, "Request had invalid authentication credentials.")
+            return 200, self._route(method, uri)
+        except _APIError as failure:
+            return failure.code, _error_body(failure.code, failure.text)
+
+    def _batch(
+        self, method: str, body: bytes | str | None, headers: dict[str, str]
+    ) -> tuple[httplib2.Response, bytes]:
+        """Answer a batch request: a ``multipart/mixed`` of requests, one of responses."""
+        if self._batch_failure is not None:
+            status = self._batch_failure
+            return self._response(status, _error_body(status, "The batch request failed."))
+        content_type = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
+        text = body.decode() if isinstance(body, bytes) else body or ""
+        # As the library parses the response: the header first, so the parser finds the parts.
+        mime = email.parser.Parser().parsestr(f"Content-Type: {content_type}\r\n\r\n{text}")
+        if method != "POST" or not mime.is_multipart():
+            return self._response(400, _error_body(400, "Not a multipart/mixed batch request."))
+        inner: list[str] = []
+        parts: list[str] = []
+        for request in mime.get_payload():
+            assert isinstance(request, email.message.Message), request
+            assert request.get_content_type() == "application/http", request
+            content_id = request["Content-ID"]
+            assert content_id.startswith("<"), content_id
+            assert content_id.endswith(">"), content_id
+            # "GET /gmail/v1/users/me/messages/ID?format=raw&alt=json HTTP/1.1", headers, "".
+            http_request = request.get_payload()
+            assert isinstance(http_request, str), http_request
+            request_line, _, rest = http_request.replace("\r\n", "\n").partition("\n")
+            verb, target, _version = request_line.split(" ")
+            fields = email.parser.Parser().parsestr(rest, headersonly=True)
+            uri = f"https://{fields['Host']}{target}"
+            inner.append(f"{verb} {uri}")
+            *_, collection, last = urllib.parse.urlsplit(target).path.split("/")
+            message_id = urllib.parse.unquote(last) if collection == "messages" else None
+            if message_id in self._dropped_parts:
+                continue
+            if message_id in self._part_failures:
+                status = self._part_failures[message_id]
+                payload: object = _error_body(status, http.HTTPStatus(status).description)
+            else:
+                status, payload = self._answer(verb, uri)
+            parts.append(
+                "Content-Type: application/http\r\n"
+                f"Content-ID: <response-{content_id[1:]}\r\n"
+                "\r\n"
+                f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+                "Content-Type: application/json; charset=UTF-8\r\n"
+                "Vary: Origin\r\n"
+                "\r\n"
+                f"{json.dumps(payload)}\r\n"
+            )
+        self.batches.append(inner)
+        boundary = f"batch_{len(self.batches)}_fake"
+        out = "".join(f"--{boundary}\r\n{part}" for part in reversed(parts))
+        response = httplib2.Response(
+            {"status": "200", "content-type": f"multipart/mixed; boundary={boundary}"}
+        )
+        return response, f"{out}--{boundary}--\r\n".encode()
 
     def _route(self, method: str, uri: str) -> dict[str, Any]:
         parts = urllib.parse.urlsplit(uri)
@@ -369,6 +465,20 @@ class FakeGmail:
         if len(records) > len(page):
             out["nextPageToken"] = _token(int(page[-1]["id"]))
         return out
+
+
+def _error_body(code: int, text: str) -> dict[str, Any]:
+    """A Google API error response (cloud.google.com/apis/design/errors)."""
+    return {
+        "error": {
+            "code": code,
+            "message": text,
+            "errors": [
+                {"message": text, "domain": "global", "reason": _REASON.get(code, "backendError")}
+            ],
+            "status": _STATUS.get(code, "UNKNOWN"),
+        }
+    }
 
 
 def gmail_service(backend: FakeGmail) -> Any:

@@ -2,8 +2,8 @@
 
 Most tests script the API with the client library's own ``HttpMockSequence``, one documented
 response per request (developers.google.com/gmail/api/reference/rest), and check the requests
-the source sends. The end-to-end tests use the stateful fake of ``harnesses.gmail``, which the
-contract suite also runs against.
+the source sends. The batch and end-to-end tests use the stateful fake of ``harnesses.gmail``,
+which the contract suite also runs against.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import datetime as dt
 import email.message
 import importlib
 import json
+import logging
+import re
 import sys
 import time
 import urllib.parse
@@ -29,7 +31,7 @@ from replytrack import MemoryStore, ReplyTracker
 from replytrack.correlate import MatchMethod
 from replytrack.errors import ConfigError, SourceError
 from replytrack.headers import TRACKING_FIELDS, parse_headers
-from replytrack.sources import Batch
+from replytrack.sources import Batch, IncomingMessage
 from replytrack.sources.base import dump_cursor
 from replytrack.sources.gmail import GmailSource
 from replytrack.testing import CapturingHook, build_reply
@@ -563,6 +565,210 @@ def test_line_breaks_inside_a_value_are_folded() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Bodies in batches (Rule 6)
+# --------------------------------------------------------------------------------------------
+
+
+BATCH_URI = "https://gmail.googleapis.com/batch"  # the discovery document's batchPath
+
+
+def mailbox(n: int, **options: Any) -> tuple[GmailSource, FakeGmail, list[IncomingMessage]]:
+    """A source over a fake mailbox of `n` messages, and their header blocks."""
+    backend = FakeGmail()
+    raws = [raw_message(f"m{i}") for i in range(n)]
+    for raw in raws:
+        backend.deliver(raw)
+    options.setdefault("num_retries", 0)
+    source = GmailSource(gmail_service(backend), **options)
+    messages = list(source.fetch(None, limit=max(n, 1)).messages)
+    assert [m.complete for m in messages] == [False] * n
+    assert [backend.messages[m.source_id].raw for m in messages] == raws
+    return source, backend, messages
+
+
+def since(backend: FakeGmail, start: int) -> list[str]:
+    """The HTTP requests made since `start`, the query left out: ``POST batch``, ``GET ID``."""
+    out = []
+    for request in backend.requests[start:]:
+        method, uri = request.split(" ", 1)
+        path = urllib.parse.urlsplit(uri).path
+        out.append(f"{method} {path.removeprefix('/gmail/v1/users/me/messages/')}")
+    return out
+
+
+def raw_gets(backend: FakeGmail, batch: int = -1) -> list[str]:
+    """The message ids a batch asked for, checking that each is a ``format=raw`` get."""
+    ids = []
+    for request in backend.batches[batch]:
+        method, uri = request.split(" ", 1)
+        parts = urllib.parse.urlsplit(uri)
+        assert method == "GET"
+        assert urllib.parse.parse_qs(parts.query) == {"format": ["raw"], "alt": ["json"]}
+        ids.append(parts.path.removeprefix("/gmail/v1/users/me/messages/"))
+    return ids
+
+
+def test_fetch_bodies_reads_up_to_20_messages_per_batch_request() -> None:
+    source, backend, messages = mailbox(25)
+    start = len(backend.requests)
+    bodies = source.fetch_bodies(messages)
+    assert since(backend, start) == ["POST /batch", "POST /batch"]
+    assert backend.requests[start] == f"POST {BATCH_URI}"
+    assert [raw_gets(backend, 0), raw_gets(backend, 1)] == [
+        [m.source_id for m in messages[:20]],
+        [m.source_id for m in messages[20:]],
+    ]
+    assert bodies == [source.fetch_body(m) for m in messages]
+    assert bodies == [backend.messages[m.source_id].raw for m in messages]
+
+
+def test_complete_messages_and_a_single_body_need_no_batch() -> None:
+    source, backend, messages = mailbox(1)
+    whole = IncomingMessage(raw_message("whole"), "whole")
+    start = len(backend.requests)
+    assert source.fetch_bodies([whole, messages[0]]) == [whole.data, raw_message("m0")]
+    assert since(backend, start) == [f"GET {messages[0].source_id}"]  # with num_retries
+    assert backend.batches == []
+
+
+def test_a_deleted_message_in_a_batch_is_the_source_error_of_fetch_body(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, backend, messages = mailbox(3)
+    gone = messages[1]
+    backend.delete(gone.source_id)
+    start = len(backend.requests)
+    with (
+        caplog.at_level(logging.INFO, "replytrack.sources.gmail"),
+        pytest.raises(SourceError) as caught,
+    ):
+        source.fetch_bodies(messages)
+    # The batch's 404 is read again on its own, which raises as fetch_body always did.
+    assert since(backend, start) == ["POST /batch", f"GET {gone.source_id}"]
+    with pytest.raises(SourceError) as single:
+        source.fetch_body(gone)
+    assert str(caught.value) == str(single.value)
+    assert caught.value.source == single.value.source == "gmail:me"
+    assert isinstance(caught.value.__cause__, HttpError)
+    assert caught.value.__cause__.resp.status == 404
+    assert "gave 2 of 3 bodies" in caplog.text
+    assert "HTTP 404 (1)" in caplog.text
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_failed_parts_are_read_one_by_one(status: int, caplog: pytest.LogCaptureFixture) -> None:
+    source, backend, messages = mailbox(6)
+    failing = [messages[1].source_id, messages[4].source_id]
+    backend.fail_in_batches(status, *failing)
+    start = len(backend.requests)
+    with caplog.at_level(logging.INFO, "replytrack.sources.gmail"):
+        bodies = source.fetch_bodies(messages)
+    assert since(backend, start) == ["POST /batch", *(f"GET {i}" for i in failing)]
+    assert bodies == [raw_message(f"m{i}") for i in range(6)]
+    (record,) = caplog.records  # one line per batch
+    assert "gave 4 of 6 bodies" in record.getMessage()
+    assert f"HTTP {status} (2)" in record.getMessage()
+
+
+def test_retries_of_a_failed_part_are_fetch_bodys(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    source, backend, messages = mailbox(2, num_retries=2)
+    backend.fail_in_batches(429, messages[0].source_id)
+    # The single request loses its connection once, then succeeds after the backoff.
+    backend.fail_request(after=1, error=ConnectionResetError("connection reset by peer"))
+    start = len(backend.requests)
+    assert source.fetch_bodies(messages) == [raw_message("m0"), raw_message("m1")]
+    assert since(backend, start) == ["POST /batch", *[f"GET {messages[0].source_id}"] * 2]
+    assert len(slept) == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["404", "500", "reset", "parts missing"],
+)
+def test_a_failed_batch_request_reads_every_body_one_by_one(
+    fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    source, backend, messages = mailbox(4)
+    if fault == "reset":
+        backend.fail_request(after=0, error=ConnectionResetError("connection reset by peer"))
+    elif fault == "parts missing":
+        # The library wants a part per request: without one, its execute raises (KeyError).
+        backend.drop_from_batches(messages[2].source_id)
+    else:
+        backend.fail_batches(int(fault))
+    start = len(backend.requests)
+    with caplog.at_level(logging.INFO, "replytrack.sources.gmail"):
+        bodies = source.fetch_bodies(messages)
+    assert since(backend, start) == ["POST /batch", *(f"GET {m.source_id}" for m in messages)]
+    assert bodies == [raw_message(f"m{i}") for i in range(4)]
+    (record,) = caplog.records
+    assert "gave 0 of 4 bodies" in record.getMessage()
+    assert "the batch failed" in record.getMessage()
+
+
+def test_large_messages_are_read_on_their_own() -> None:
+    backend = FakeGmail()
+    large = raw_message("large") + b"x" * (512 * 1024)  # Gmail's sizeEstimate: over 512 KiB
+    for raw in (raw_message("a"), large, raw_message("b")):
+        backend.deliver(raw)
+    source = GmailSource(gmail_service(backend), num_retries=0)
+    a, big, b = source.fetch(None).messages
+    start = len(backend.requests)
+    assert source.fetch_bodies([a, big, b]) == [raw_message("a"), large, raw_message("b")]
+    assert since(backend, start) == ["POST /batch", f"GET {big.source_id}"]
+    assert raw_gets(backend) == [a.source_id, b.source_id]
+
+
+def test_unusable_parts_of_a_documented_batch_response_are_read_one_by_one() -> None:
+    """A response written as the batch guide shows one, without the fake."""
+    raw = {i: base64.urlsafe_b64encode(raw_message(i)).decode() for i in "abcd"}
+
+    def part(request_id: int, status: str, payload: dict[str, Any]) -> str:
+        return (
+            "--batch_xyz\r\n"
+            "Content-Type: application/http\r\n"
+            f"Content-ID: <response-e0a6d3e1-4a5b + {request_id}>\r\n"
+            "\r\n"
+            f"HTTP/1.1 {status}\r\n"
+            "Content-Type: application/json; charset=UTF-8\r\n"
+            "\r\n"
+            f"{json.dumps(payload)}\r\n"
+        )
+
+    response = (
+        part(3, "200 OK", {"id": "d", "raw": raw["d"]})
+        + part(1, "200 OK", {"id": "b", "threadId": "t-b"})  # no raw
+        + part(0, "200 OK", {"id": "x", "raw": raw["c"]})  # another message's
+        + part(2, "200 OK", {"id": "c", "raw": "not base64!"})
+        + "--batch_xyz--\r\n"
+    )
+    source, http = scripted(
+        ({"status": "200", "content-type": "multipart/mixed; boundary=batch_xyz"}, response),
+        ok({"id": "a", "raw": raw["a"]}),
+        ok({"id": "b", "raw": raw["b"]}),
+        ok({"id": "c", "raw": raw["c"]}),
+    )
+    messages = [IncomingMessage(b"Subject: x\r\n\r\n", i, complete=False) for i in "abcd"]
+    assert source.fetch_bodies(messages) == [raw_message(i) for i in "abcd"]
+    (uri, method, body, headers), *singles = http.request_sequence
+    assert (method, uri) == ("POST", BATCH_URI)
+    assert headers["content-type"].startswith("multipart/mixed; boundary=")
+    # Each part is one request, its Content-ID carrying the request id (the index).
+    requested = re.findall(r"Content-ID: <[^>]+ \+ (\d+)>\r?\n\r?\nGET (\S+) HTTP/1\.1", body)
+    assert requested == [
+        (str(i), f"/gmail/v1/users/me/messages/{m}?format=raw&alt=json")
+        for i, m in enumerate("abcd")
+    ]
+    assert [(m, u.split("?")[0].rsplit("/", 1)[1]) for u, m, _, _ in singles] == [
+        ("GET", "a"),
+        ("GET", "b"),
+        ("GET", "c"),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
 # Configuration
 # --------------------------------------------------------------------------------------------
 
@@ -685,3 +891,35 @@ def test_the_tracker_correlates_replies_read_from_gmail() -> None:
     ]
     assert all(e.received_at is not None for e in stop.events)
     assert tracker.poll(source).seen == 0
+
+
+def test_a_poll_asks_for_the_bodies_of_its_replies_in_one_batch_request() -> None:
+    backend = FakeGmail()
+    stop = CapturingHook()
+    tracker = ReplyTracker(MemoryStore(), campaign_stop=stop, own_addresses=(EMAIL,))
+    source = GmailSource(gmail_service(backend), num_retries=0)
+    assert tracker.poll(source).errors == ()
+    replies = []
+    for n in range(5):
+        sent_message = outgoing(f"Prospect {n} <p{n}@customer.example>", f"Question {n}")
+        sent = tracker.stamp(sent_message, ref=f"c42:p{n}")
+        backend.deliver(sent_message.as_bytes(), labels=("SENT",))
+        tracker.record_sent(sent)
+        replies.append(
+            backend.deliver(
+                build_reply(
+                    in_reply_to=f"<{sent.message_id}>",
+                    from_=f"Prospect {n} <p{n}@customer.example>",
+                    subject=f"Re: Question {n}",
+                    message_id=f"<reply-{n}@customer.example>",
+                )
+            )
+        )
+    start = len(backend.requests)
+    result = tracker.poll(source)
+    assert result.errors == ()
+    assert [e.ref for e in stop.events] == [f"c42:p{n}" for n in range(5)]
+    requests = since(backend, start)
+    assert requests.count("POST /batch") == 1
+    assert raw_gets(backend) == replies
+    assert not [r for r in backend.requests[start:] if "format=raw" in r]  # none on its own

@@ -51,24 +51,37 @@ Rule 5: **header blocks first.** A message is read with ``messages.get(format="m
         `fetch_body` reads ``format="raw"``. ``source_id`` is the Gmail message id,
         ``provider_thread_id`` the ``threadId``, ``labels`` the ``labelIds``, ``received_at``
         the ``internalDate``; ``folder`` is ``None``, since Gmail has labels, not folders.
-Rule 6: **one request per message, no batch.** A batch request saves round trips but no
-        quota (each ``messages.get`` costs 5 units either way), its items fail one by one
-        (a 429 inside a 200) without ``num_retries``, and Google advises batches of at most
-        50. In the steady state a poll reads a few new messages, where round trips do not
-        matter; only a first scan is slower. Work per fetch is bounded: at most `limit`
-        ``messages.get`` calls and 10 pages of history, so a batch may hold fewer than `limit`
-        messages, with ``more`` True, when some were deleted or not wanted.
+Rule 6: **header blocks one by one, bodies in batches.** `fetch` reads each header block with
+        a request of its own: work per fetch is bounded, at most `limit` ``messages.get``
+        calls and 10 pages of history, so a batch may hold fewer than `limit` messages, with
+        ``more`` True, when some were deleted or not wanted. `fetch_bodies` (a poll asks for
+        up to 20 bodies at once) sends the ``messages.get(format="raw")`` calls as batch
+        requests (developers.google.com/gmail/api/guides/batch; the client library's
+        ``new_batch_http_request``, on the service's own authorised http), up to 20 calls
+        each: one round trip instead of 20, for the same quota (5 units per call). A part of a
+        batch fails on its own (a 429 or 404 inside a 200), and the library retries neither a
+        batch nor its parts (but a 401 part, once, with refreshed credentials), so whatever a
+        batch does not deliver (a failed part, a missing or unusable one, or the batch request
+        failing as a whole) is read again with a ``messages.get`` of its own, which has the
+        retries and the errors of Rule 7: a batch saves round trips and otherwise behaves as
+        one request per message. A message of over 512 KiB (the ``sizeEstimate`` read with
+        its header block) is left out of the batch and read on its own: parsing a batch
+        response, the library holds several copies of it, and 20 large messages would take
+        memory that one at a time does not.
 Rule 7: **errors.** A message deleted between its listing and its ``messages.get`` (404) is
-        skipped. Every other failure (``HttpError`` 429, 5xx, 401, a socket error) surfaces as
-        `SourceError` with the cause chained (base Rule 6), after `num_retries` retries that
-        the client library makes itself, with exponential backoff, on 429, 5xx, rate-limit 403
-        and connection errors. Nothing is ever modified (base Rule 5).
+        skipped; one deleted before its body is read is a `SourceError` of `fetch_body` (and
+        of `fetch_bodies`, batch or not). Every other failure (``HttpError`` 429, 5xx, 401, a
+        socket error) surfaces as `SourceError` with the cause chained (base Rule 6), after
+        `num_retries` retries that the client library makes itself, with exponential backoff,
+        on 429, 5xx, rate-limit 403 and connection errors. Nothing is ever modified (base
+        Rule 5).
 
 Quota (per user: 250 units/s; per project: 1.2 M units/min): ``getProfile`` 1, ``history.list``
-2, ``messages.list`` 5, ``messages.get`` 5 units. `wait` probes ``getProfile`` (1 unit) every
-`wait_interval` = 5 s rather than every second: a platform watching 10 000 mailboxes at 1 s
-would spend half a project's quota on probes alone. Hosts that need faster wake-ups register
-``users.watch`` (Cloud Pub/Sub) and call `BaseSource.wake` from the push handler.
+2, ``messages.list`` 5, ``messages.get`` 5 units, in a batch or not. `wait` probes
+``getProfile`` (1 unit) every `wait_interval` = 5 s rather than every second: a platform
+watching 10 000 mailboxes at 1 s would spend half a project's quota on probes alone. Hosts
+that need faster wake-ups register ``users.watch`` (Cloud Pub/Sub) and call `BaseSource.wake`
+from the push handler.
 
 Limits: a reply that the rep trashes, or that Gmail files as spam, before the source reads it
 is not delivered unless `include_spam_trash`; one moved out of spam later is not delivered
@@ -78,9 +91,11 @@ either (a label change is not a ``messageAdded``).
 from __future__ import annotations
 
 import base64
+import collections
 import datetime as _dt
+import logging
 import re
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from replytrack.errors import ConfigError, SourceError
@@ -109,6 +124,8 @@ if TYPE_CHECKING:
 
 __all__ = ["GmailSource"]
 
+log: logging.Logger = logging.getLogger("replytrack.sources.gmail")
+
 #: Labels of the account's own mail (Rule 4).
 _OWN_LABELS: Final = frozenset({"SENT", "DRAFT"})
 #: Labels skipped unless ``include_spam_trash`` (Rule 4).
@@ -119,6 +136,16 @@ _OWN_QUERY: Final = "-in:sent -in:drafts"
 _PAGE: Final = 500
 #: History pages read by one fetch at most, so a week of a busy rep's sends is bounded work.
 _HISTORY_PAGES: Final = 10
+#: ``messages.get`` calls per batch request (Rule 6). Gmail takes up to 100 but advises small
+#: batches (larger ones draw 429s part by part, and every part of a batch of whole messages
+#: is held in memory at once); 20 is also the tracker's ``BODIES_PER_REQUEST``, so each chunk
+#: of bodies a poll asks for is one batch.
+_BATCH: Final = 20
+#: Messages larger than this (Gmail's ``sizeEstimate``) are read on their own, not in a batch
+#: (Rule 6): parsing a batch response, the client library holds about eight copies of what it
+#: carries (the response as bytes and as text, the MIME parts, each part again as bytes, the
+#: JSON), where a single response is held about once.
+_BATCH_MESSAGE_BYTES: Final = 512 * 1024
 #: How much earlier than ``since`` the scan's ``after:`` reaches (Rule 2).
 _AFTER_SLACK: Final = _dt.timedelta(days=1)
 #: Gmail history ids are unsigned 64-bit decimals, sent as JSON strings.
@@ -201,6 +228,20 @@ def _headers(payload: object) -> list[tuple[str, str]]:
             raise SourceError(f"unexpected Gmail API response: a header is {field!r:.200}")
         out.append((name, value))
     return out
+
+
+def _raw(body: object) -> bytes:
+    """The whole message in a ``messages.get(format="raw")`` response (Rule 5).
+
+    Raises:
+        SourceError: the response holds no ``raw`` string.
+        ValueError: ``raw`` is not base64url.
+    """
+    raw = body.get("raw") if isinstance(body, dict) else None
+    if not isinstance(raw, str):
+        raise SourceError(f"unexpected Gmail API response: raw is {raw!r:.80}")
+    # base64url (RFC 4648 section 5); Gmail may leave out the padding.
+    return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
 
 
 def _internal_date(value: object) -> _dt.datetime | None:
@@ -293,6 +334,8 @@ class GmailSource(BaseSource):
         self._scan_buffer = scan_buffer
         # The account's address, learnt from the first users.getProfile (Rule 3).
         self._email: str | None = None
+        # The sizeEstimate of the messages the last fetch delivered (Rule 6).
+        self._sizes: dict[str, int] = {}
 
     @property
     def user_id(self) -> str:
@@ -403,6 +446,9 @@ class GmailSource(BaseSource):
         labels = _str_list(body.get("labelIds"), "labelIds")
         if not self._wanted(labels):
             return None  # its labels changed since it was listed (Rule 4)
+        size = body.get("sizeEstimate")
+        if isinstance(size, int) and not isinstance(size, bool):
+            self._sizes[message_id] = size
         thread_id = body.get("threadId")
         return IncomingMessage(
             _header_block(_headers(body.get("payload"))),
@@ -439,6 +485,7 @@ class GmailSource(BaseSource):
     # -- fetching ------------------------------------------------------------------------------
 
     def _fetch(self, cursor: str, limit: int) -> Batch:
+        self._sizes.clear()  # those of the batch before: its bodies were asked for already
         state = self._load_cursor(cursor)
         user = cursor_str(state, "user")
         history_id = _history_id(state.get("hid"), "cursor field 'hid'")
@@ -554,13 +601,83 @@ class GmailSource(BaseSource):
             out.append(incoming)
         return 1
 
+    def _raw_request(self, message: IncomingMessage) -> Any:
+        return self._messages().get(userId=self._user_id, id=message.source_id, format="raw")
+
     def _fetch_body(self, message: IncomingMessage) -> bytes:
-        request = self._messages().get(userId=self._user_id, id=message.source_id, format="raw")
-        raw = self._call(request).get("raw")
-        if not isinstance(raw, str):
-            raise SourceError(f"unexpected Gmail API response: raw is {raw!r:.80}")
-        # base64url (RFC 4648 section 5); Gmail may leave out the padding.
-        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        return _raw(self._call(self._raw_request(message)))
+
+    def _fetch_bodies(self, messages: Sequence[IncomingMessage]) -> list[bytes]:
+        # Rule 6: a batch request per `_BATCH` messages, for those not too large; whatever it
+        # does not deliver is read by `_fetch_body`, with its retries and errors.
+        bodies: list[bytes] = []
+        for start in range(0, len(messages), _BATCH):
+            chunk = messages[start : start + _BATCH]
+            small = [
+                i
+                for i, message in enumerate(chunk)
+                if self._sizes.get(message.source_id, 0) <= _BATCH_MESSAGE_BYTES
+            ]
+            found: dict[int, bytes] = {}
+            if len(small) > 1:  # a batch of one would be one request too, without retries
+                batched = self._batch([chunk[i] for i in small])
+                found = {small[j]: body for j, body in batched.items()}
+            bodies += [
+                found[i] if i in found else self._fetch_body(message)
+                for i, message in enumerate(chunk)
+            ]
+        return bodies
+
+    def _batch(self, messages: Sequence[IncomingMessage]) -> dict[int, bytes]:
+        """Read `messages` whole by one batch request (Rule 6).
+
+        Returns:
+            The bodies the batch delivered, by their message's index in `messages`; the
+            others are left out (and the reasons logged), never raised.
+        """
+        found: dict[int, bytes] = {}
+        answered: set[int] = set()
+        reasons: collections.Counter[str] = collections.Counter()
+
+        def part(request_id: str, response: Any, exception: Exception | None) -> None:
+            # Called by the client library for each part, with an HttpError for a non-2xx
+            # part; should it raise, `execute` stops and the parts left are read one by one.
+            index = int(request_id)
+            answered.add(index)
+            message = messages[index]
+            if exception is not None:
+                reasons[f"HTTP {_status(exception)}"] += 1
+            # The id is checked too: a body is never handed over for another message.
+            elif not isinstance(response, dict) or response.get("id") != message.source_id:
+                reasons["a part of another message"] += 1
+            else:
+                try:
+                    found[index] = _raw(response)
+                except (SourceError, ValueError):
+                    reasons["a part without a raw message"] += 1
+
+        try:
+            batch = self._service.new_batch_http_request(callback=part)
+            for index, message in enumerate(messages):
+                # The request ids are indexes: unique even when a message is asked for twice.
+                batch.add(self._raw_request(message), request_id=str(index))
+            # No http given: the library takes the requests' own, the service's authorised
+            # http that `_call` uses (it applies the credentials to the batch and each part).
+            batch.execute()
+        except Exception as exc:  # whatever failed, the messages are read one by one
+            reasons[f"the batch failed: {type(exc).__name__}: {exc!s:.200}"] += 1
+        else:
+            if len(answered) < len(messages):
+                reasons["parts missing"] += len(messages) - len(answered)
+        if len(found) < len(messages):
+            log.info(
+                "%s: a batch request gave %d of %d bodies, the others are read one by one: %s",
+                self.name,
+                len(found),
+                len(messages),
+                ", ".join(f"{reason} ({n})" for reason, n in reasons.items()),
+            )
+        return found
 
     def _probe(self) -> Hashable:
         return self._profile()[1]
