@@ -26,7 +26,7 @@ import email.utils
 from collections.abc import Sequence
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import attrs
 from hypothesis import given, settings
@@ -175,6 +175,30 @@ def without_message_id(data: bytes) -> bytes:
     return b"\r\n".join(lines) + sep + body
 
 
+def reply_to(
+    mid: str | None,
+    in_reply_to: str | None,
+    sender: str,
+    *,
+    body: str,
+    references: Sequence[str] | None = None,
+    to: str = REP,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """A reply written an hour before `NOW`; without a Message-ID when `mid` is None."""
+    data = build_reply(
+        in_reply_to=in_reply_to,
+        references=references,
+        from_=sender,
+        to=to,
+        body=body,
+        date=NOW - dt.timedelta(hours=1),
+        message_id=mid or "<dropped@customer.example>",
+        headers=headers,
+    )
+    return data if mid else without_message_id(data)
+
+
 class _Mailer:
     """Turns `MailSpec` values into raw messages, given the stamped sends."""
 
@@ -205,14 +229,13 @@ class _Mailer:
         headers: dict[str, str] | None = None,
     ) -> None:
         mid = f"<m{n}@{email.utils.parseaddr(sender)[1].rpartition('@')[2]}>"
-        data = build_reply(
-            in_reply_to=in_reply_to,
-            references=references,
-            from_=sender,
-            to=to,
+        data = reply_to(
+            mid,
+            in_reply_to,
+            sender,
             body=f"Message {n}.\n",
-            date=NOW - dt.timedelta(hours=1),
-            message_id=mid,
+            references=references,
+            to=to,
             headers=headers,
         )
         self.add(data, mid, sender)
@@ -468,26 +491,8 @@ def test_every_kind_of_mail_in_one_batch_on_sqlite(tmp_path: Path) -> None:
     index = ThreadIndex.decode(other["Thread-Index"])
     assert index is not None
 
-    def reply(
-        mid: str | None,
-        in_reply_to: str | None,
-        sender: str,
-        *,
-        references: Sequence[str] | None = None,
-        to: str = REP,
-        headers: dict[str, str] | None = None,
-    ) -> bytes:
-        data = build_reply(
-            in_reply_to=in_reply_to,
-            references=references,
-            from_=sender,
-            to=to,
-            body=f"From {sender}.\n",
-            date=NOW - dt.timedelta(hours=1),
-            message_id=mid or "<dropped@customer.example>",
-            headers=headers,
-        )
-        return data if mid else without_message_id(data)
+    def reply(mid: str | None, in_reply_to: str | None, sender: str, **fields: Any) -> bytes:
+        return reply_to(mid, in_reply_to, sender, body=f"From {sender}.\n", **fields)
 
     r1 = reply("<r1@customer.example>", id1, jo)
     stream = [
