@@ -18,7 +18,8 @@ Rule 3: processing is idempotent per incoming message: the ledger key is its Mes
         digest of its header block when it has none), so the same reply seen in two mailboxes
         or after a resync produces one event.
 Rule 4: bodies are read only when needed: a source that delivers header blocks first is asked
-        for the full message only for mail that correlated or may be a bounce.
+        for the full message only for mail that correlated or may be a bounce, a batch's at
+        once, `BODIES_PER_REQUEST` per request (`BaseSource.fetch_bodies`).
 Rule 5: the tracker reads the time only through its injected clock.
 """
 
