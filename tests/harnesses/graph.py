@@ -21,6 +21,7 @@ import datetime as dt
 import email
 import email.policy
 import email.utils
+import functools
 import json
 import re
 import threading
@@ -81,6 +82,28 @@ def _recipient(pair: tuple[str, str]) -> dict[str, Any]:
     return {"emailAddress": {"name": name or addr, "address": addr}}
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed(raw: bytes) -> str:
+    """The properties Graph takes from a raw message's header, as JSON: parsed once."""
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+
+    def addresses(name: str) -> list[dict[str, Any]]:
+        return [_recipient(p) for p in email.utils.getaddresses(parsed.get_all(name, []))]
+
+    author = addresses("From")
+    return json.dumps(
+        {
+            "internetMessageId": parsed.get("Message-ID"),
+            "subject": str(parsed.get("Subject", "")),
+            "from": author[0] if author else None,
+            "sender": author[0] if author else None,
+            "toRecipients": addresses("To"),
+            "ccRecipients": addresses("Cc"),
+            "replyTo": addresses("Reply-To"),
+        }
+    )
+
+
 @attrs.define
 class FakeMessage:
     """One message in the fake mailbox, with the properties Graph reports."""
@@ -101,26 +124,16 @@ class FakeMessage:
     folders: set[str] = attrs.field(factory=set)
 
     def properties(self, select: Iterable[str]) -> dict[str, Any]:
-        parsed = email.message_from_bytes(self.raw, policy=email.policy.default)
-
-        def addresses(name: str) -> list[dict[str, Any]]:
-            return [_recipient(p) for p in email.utils.getaddresses(parsed.get_all(name, []))]
-
-        author = addresses("From")
+        parsed = json.loads(_parsed(self.raw))  # a fresh copy of what the raw message says
         everything: dict[str, Any] = {
+            **parsed,
             "id": self.id,
-            "internetMessageId": self.internet_message_id or parsed.get("Message-ID"),
+            "internetMessageId": self.internet_message_id or parsed["internetMessageId"],
             "conversationId": self.conversation_id,
             "conversationIndex": self.conversation_index,
             "receivedDateTime": graph_time(self.received),
             "sentDateTime": graph_time(self.sent or self.received),
             "lastModifiedDateTime": graph_time(self.modified),
-            "subject": str(parsed.get("Subject", "")),
-            "from": author[0] if author else None,
-            "sender": author[0] if author else None,
-            "toRecipients": addresses("To"),
-            "ccRecipients": addresses("Cc"),
-            "replyTo": addresses("Reply-To"),
             "isDraft": self.is_draft,
             "parentFolderId": self.folder,
             "internetMessageHeaders": (
@@ -183,9 +196,10 @@ class FakeGraph:
         self.batched: list[httpx.Request] = []
         #: False: ``$batch`` is answered 404, as by a Graph-compatible server without batching.
         self.batching = True
-        #: Inner ``$batch`` answers to misbehave, by message id: an ``httpx.Response`` is served
-        #: (encoded as any other) instead of the message's; a dict is sent as the whole inner
-        #: answer (its ``id`` set), to send what Graph should not; ``None`` leaves it out.
+        #: Inner ``$batch`` answers to misbehave, by message id (the GET of its headers or of
+        #: its ``$value``): an ``httpx.Response`` is served (encoded as any other) instead of the
+        #: message's; a dict is sent as the whole inner answer (its ``id`` set), to send what
+        #: Graph should not; ``None`` leaves it out.
         self.batch_faults: dict[str, httpx.Response | dict[str, Any] | None] = {}
         #: Change notification subscribers (a host's webhook handler).
         self.subscribers: list[Callable[[dict[str, Any]], None]] = []
@@ -548,7 +562,8 @@ class GraphHarness(Harness):
         return cursor
 
     def inject_fault(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        # The delta page is served; the GET of the first message's headers fails.
+        # The delta page is served; the request for the headers fails (a $batch, or the GET
+        # of the first message's when there is one).
         self.fake.scripted += [None, connection_reset()]
 
     def break_mailbox(self) -> None:

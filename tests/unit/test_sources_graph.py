@@ -13,8 +13,9 @@ import email.utils
 import importlib.util
 import json
 import logging
+import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from typing import Any
 
@@ -25,7 +26,7 @@ from harnesses import drain, ids, message
 from harnesses.graph import TOKEN, UPN, FakeGraph, connection_reset, graph_error
 from replytrack import Kind, MatchMethod, MemoryStore, MessageIdGenerator, parse_headers
 from replytrack.errors import ConfigError, SourceError
-from replytrack.sources import IncomingMessage
+from replytrack.sources import Batch, IncomingMessage
 from replytrack.sources import graph as graph_module
 from replytrack.sources.graph import GraphSource
 from replytrack.testing import CapturingHook, build_reply
@@ -271,8 +272,9 @@ def test_pages_larger_than_asked_are_split_without_loss(clock: Clock) -> None:
                 break
     assert parts[:3] == [[1, 2, 3], [4, 5, 6], [7]]
     assert all(part == [] for part in parts[3:])
-    gets = [r for r in fake.requests if not r.url.path.endswith("/delta")]
-    assert len(gets) == 7  # what was delivered from a page is not fetched again
+    # What was delivered from a page is not fetched again: 7 headers, in 3 requests.
+    assert sorted(header_gets(fake.requests + fake.batched)) == sorted(fake.messages)
+    assert [len(b) for b in batches(fake)] == [3, 3]  # and a GET for the 7th
 
 
 def test_since_skips_only_mail_that_was_there_untouched(
@@ -582,6 +584,7 @@ def headers_first(source: GraphSource, fake: FakeGraph, count: int) -> list[Inco
     messages = list(source.fetch(None, limit=count).messages)
     assert [m.complete for m in messages] == [False] * count
     fake.requests.clear()
+    fake.batched.clear()
     return messages
 
 
@@ -897,6 +900,354 @@ def test_the_fake_batches_as_graph_documents(client: httpx.Client, fake: FakeGra
 
 
 # --------------------------------------------------------------------------------------------
+# Headers in JSON batches
+# --------------------------------------------------------------------------------------------
+
+DELTA = "/v1.0/me/mailFolders/inbox/messages/delta"
+
+
+def header_gets(requests: list[httpx.Request]) -> list[str]:
+    """The ids of the messages whose headers `requests` (plain or inner GETs) ask for."""
+    return [
+        r.url.path.rsplit("/", 1)[-1]
+        for r in requests
+        if r.method == "GET" and r.url.params.get("$select") == "internetMessageHeaders"
+    ]
+
+
+def delete_after_the_listing(fake: FakeGraph, doomed: list[str]) -> None:
+    """Delete `doomed` right after the next delta request: gone before their headers' GET."""
+
+    def hook(request: httpx.Request) -> None:
+        if request.url.path.endswith("/delta"):
+            fake.after.remove(hook)
+            for message_id in doomed:
+                fake.delete(message_id)
+
+    fake.after.append(hook)
+
+
+def fetch_all(source: GraphSource, cursor: str | None, limit: int) -> list[Batch]:
+    """Fetch until caught up; every batch."""
+    out = [source.fetch(cursor, limit)]
+    while out[-1].more:
+        out.append(source.fetch(out[-1].cursor, limit))
+    return out
+
+
+Scenario = Callable[[FakeGraph, GraphSource], list[Batch]]
+
+
+def both_ways(
+    scenario: Scenario, fake_options: dict[str, Any] | None = None, **options: Any
+) -> tuple[list[Batch], FakeGraph, FakeGraph]:
+    """Run `scenario` against a fake with ``$batch`` and one without (a GET each).
+
+    Returns:
+        The batches, which must be the same both ways (messages, order, cursors, flags), the
+        fake with ``$batch`` and the one without.
+    """
+    runs: list[tuple[list[Batch], FakeGraph]] = []
+    for batching in (True, False):
+        clock = Clock()
+        fake = FakeGraph(clock=clock, **(fake_options or {}))
+        fake.batching = batching
+        sleeps: list[float] = []
+        with (
+            fake.client() as client,
+            GraphSource(
+                client, token=lambda: TOKEN, clock=clock, sleep=sleeps.append, **options
+            ) as source,
+        ):
+            runs.append((scenario(fake, source), fake))
+        assert sleeps == []  # nothing was throttled: an inner 429 is not waited out
+    (batched, fake), (plain, plain_fake) = runs
+    assert batched == plain
+    assert plain_fake.batched == []
+    # No header is asked for in vain: each inner GET gave a message or was sent again alone.
+    delivered = sum(len(batch.messages) for batch in batched)
+    assert len(header_gets(fake.batched)) <= delivered + len(header_gets(fake.requests))
+    return batched, fake, plain_fake
+
+
+def test_a_fetch_asks_for_the_headers_of_20_messages_per_batch_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def scenario(fake: FakeGraph, source: GraphSource) -> list[Batch]:
+        for n in range(1, 46):
+            fake.add(message(n))
+        return [source.fetch(None, limit=100)]
+
+    with caplog.at_level(logging.DEBUG, "replytrack.sources.graph"):
+        (batch,), fake, plain = both_ways(scenario)
+    assert (ids(batch), batch.more) == (list(range(1, 46)), False)
+    delivered = [m.source_id for m in batch.messages]
+    # 4 requests where it was 46: the delta page, then the headers 20 + 20 + 5 at a time.
+    assert paths(fake.requests) == [DELTA] + ["/v1.0/$batch"] * 3
+    assert [len(b) for b in batches(fake)] == [20, 20, 5]
+    assert batches(fake)[0][0] == {
+        "id": "1",
+        "method": "GET",
+        "url": f"/me/messages/{delivered[0].replace('=', '%3D')}?$select=internetMessageHeaders",
+        "headers": {"Prefer": 'IdType="ImmutableId"'},
+    }
+    assert header_gets(fake.batched) == delivered
+    assert header_gets(fake.requests) == []
+    # Without $batch: each $batch is refused (and logged), then a GET each.
+    assert paths(plain.requests).count("/v1.0/$batch") == 3
+    assert header_gets(plain.requests) == delivered
+    assert caplog.text.count("fetching 20 headers one by one") == 2
+    assert "$batch gave" not in caplog.text  # the fake with $batch gave every answer
+
+
+def test_the_headers_of_one_message_are_a_plain_get(source: GraphSource, fake: FakeGraph) -> None:
+    fake.add(message(1))
+    fake.add(message(2))
+    (incoming,) = source.fetch(None, limit=1).messages  # room for one: no batch
+    assert paths(fake.requests) == [DELTA, f"/v1.0/me/messages/{incoming.source_id}"]
+
+
+def test_a_message_deleted_before_its_headers_batch_is_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def scenario(fake: FakeGraph, source: GraphSource) -> list[Batch]:
+        made = [fake.add(message(n)) for n in range(1, 6)]
+        delete_after_the_listing(fake, [made[1]])
+        return [source.fetch(None)]
+
+    with caplog.at_level(logging.INFO, "replytrack.sources.graph"):
+        (batch,), fake, _ = both_ways(scenario)
+    assert (ids(batch), batch.more) == ([1, 3, 4, 5], False)
+    gone = list(fake.messages)[1]
+    # The inner 404 is not taken on trust: the message's own GET says it is gone.
+    assert paths(fake.requests) == [DELTA, "/v1.0/$batch", f"/v1.0/me/messages/{gone}"]
+    assert caplog.text.count(f"message {gone[:40]} is gone; skipped") == 2  # both ways
+
+
+def test_messages_gone_from_a_headers_batch_make_room_for_the_next() -> None:
+    def scenario(fake: FakeGraph, source: GraphSource) -> list[Batch]:
+        made = [fake.add(message(n)) for n in range(1, 11)]
+        delete_after_the_listing(fake, [made[1], made[3]])
+        first = source.fetch(None, limit=5)
+        return [first, source.fetch(first.cursor, limit=5)]
+
+    # Graph sends pages of 10 whatever is asked: the first fetch stops inside its page.
+    (first, second), fake, _ = both_ways(
+        scenario, {"ignore_page_size": True, "default_page_size": 10}
+    )
+    assert (ids(first), first.more) == ([1, 3, 5, 6, 7], True)
+    assert "$skiptoken=" not in state_of(first.cursor)["link"]  # that page again next time
+    assert len(state_of(first.cursor)["seen"]) == 5
+    assert ids(second) == [8, 9, 10]
+    # Five asked for, two gone (their own GETs say so): two more, in a batch of their own.
+    assert [len(b) for b in batches(fake)] == [5, 2, 3]
+    made = list(fake.messages)
+    assert header_gets(fake.requests) == [made[1], made[3]]
+
+
+@pytest.mark.parametrize(
+    ("limit", "remember", "fake_options"),
+    [
+        (3, 128, {"ignore_page_size": True, "default_page_size": 25}),
+        (7, 128, {"ignore_page_size": True, "default_page_size": 25}),
+        (21, 128, {"ignore_page_size": True, "default_page_size": 25}),
+        (45, 128, {"ignore_page_size": True, "default_page_size": 25}),
+        (7, 2, {}),
+        (25, 0, {}),
+    ],
+)
+def test_a_limit_gives_the_same_batches_and_cursors_with_and_without_batching(
+    limit: int, remember: int, fake_options: dict[str, Any]
+) -> None:
+    def scenario(fake: FakeGraph, source: GraphSource) -> list[Batch]:
+        made = [fake.add(message(n)) for n in range(1, 31)]
+        delete_after_the_listing(fake, [made[4], made[22]])
+        out = fetch_all(source, None, limit)
+        # Changes listed again among new mail: remembered ones are skipped (and move up in
+        # `seen`), the others come again.
+        for n in (1, 2, 10, 17, 29):
+            fake.update(made[n])
+        fake.add(message(31), draft=True)
+        new = [fake.add(message(n)) for n in range(32, 61)]
+        delete_after_the_listing(fake, [new[3], new[20]])
+        return out + fetch_all(source, out[-1].cursor, limit)
+
+    batches_, fake, _ = both_ways(scenario, fake_options, remember=remember)
+    delivered = [n for batch in batches_ for n in ids(batch)]
+    assert [n for n in delivered if n > 30] == [n for n in range(32, 61) if n not in (35, 52)]
+    assert all(len(batch.messages) <= limit for batch in batches_)
+    assert all(len(b) <= min(limit, 20) for b in batches(fake))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_header_batches_change_no_batch_whatever_the_mailbox_does(seed: int) -> None:
+    """Random mail, changes, moves, deletions under way, lost sync states, limits, pages."""
+    setup = random.Random(seed)  # noqa: S311 (a reproducible mailbox, not a secret)
+    ignore_page_size = setup.random() < 0.6
+    fake_options = {
+        "ignore_page_size": ignore_page_size,
+        "default_page_size": setup.choice([3, 10, 40]),
+    }
+    # A page bigger than asked is re-read until delivered: `seen` must hold what came of it.
+    remember = 128 if ignore_page_size else setup.choice([0, 2, 6, 128])
+
+    def scenario(fake: FakeGraph, source: GraphSource) -> list[Batch]:
+        rng = random.Random(seed)  # noqa: S311 (the same mailbox both ways)
+        clock = fake.clock
+        assert isinstance(clock, Clock)
+        for n in range(1, rng.randint(1, 20)):
+            fake.add(message(n), received_at=NOW - dt.timedelta(days=rng.choice([1, 30])))
+        clock.tick(seconds=5)
+        cursor = None
+        if rng.random() < 0.5:
+            cursor = source.initial_cursor(since=NOW - dt.timedelta(days=7))
+        out: list[Batch] = []
+        number = 100
+        for _ in range(4):
+            clock.tick(seconds=rng.choice([0, 2]))
+            for _ in range(rng.randint(0, 30)):
+                number += 1
+                fake.add(
+                    message(number),
+                    folder=rng.choice(["inbox", "junkemail"]),
+                    received_at=NOW - dt.timedelta(days=rng.choice([0, 1, 30])),
+                    draft=rng.random() < 0.1,
+                )
+            for found in [m for m in fake.messages.values() if not m.deleted]:
+                roll = rng.random()
+                if roll < 0.15:
+                    fake.update(found.id)
+                elif roll < 0.2:
+                    fake.move(found.id, rng.choice(["inbox", "junkemail"]))
+                elif roll < 0.25:
+                    fake.delete(found.id)
+            live = [m.id for m in fake.messages.values() if not m.deleted]
+            delete_after_the_listing(fake, rng.sample(live, min(len(live), rng.randint(0, 5))))
+            if rng.random() < 0.1:
+                fake.expire_sync_state()
+            for _ in range(60):
+                out.append(source.fetch(cursor, limit=rng.choice([1, 2, 3, 5, 20, 21, 100])))
+                cursor = out[-1].cursor
+                if not out[-1].more:
+                    break
+        return out
+
+    both_ways(scenario, fake_options, folders=("inbox", "junkemail"), remember=remember)
+
+
+@pytest.mark.parametrize("gone", [False, True])
+def test_a_message_listed_twice_in_a_page_is_asked_for_once(gone: bool) -> None:
+    def scenario(fake: FakeGraph, source: GraphSource) -> list[Batch]:
+        first, second, third = (fake.add(message(n)) for n in (1, 2, 3))
+        entries = [
+            fake.messages[i].properties(graph_module._DELTA_FIELDS)
+            for i in (first, second, first, third)
+        ]
+        link = f"{graph_module.DEFAULT_BASE_URL}/me/mailFolders('inbox')/messages/delta"
+        page = {"value": entries, "@odata.deltaLink": f"{link}?$deltatoken=listed-twice"}
+        fake.scripted.append(httpx.Response(200, json=page))
+        if gone:
+            fake.delete(first)
+        return [source.fetch(None)]
+
+    (batch,), fake, _ = both_ways(scenario)
+    assert ids(batch) == ([2, 3] if gone else [1, 2, 3])
+    first = next(iter(fake.messages))
+    assert [len(b) for b in batches(fake)] == [3]
+    # A message gone is asked for again where it is listed again, as without batching.
+    assert header_gets(fake.requests) == ([first, first] if gone else [])
+
+
+#: Inner answers to a headers GET that are not its answer, and why (as the debug log says).
+INNER_HEADER_FAULTS: list[tuple[httpx.Response | dict[str, Any] | None, str]] = [
+    (
+        graph_error(429, "ApplicationThrottled", "Over the limit.", {"Retry-After": "3"}),
+        "HTTP 429",
+    ),
+    (graph_error(500, "InternalServerError", "Something broke."), "HTTP 500"),
+    (graph_error(404, "ErrorItemNotFound", "Not found (for a moment)."), "HTTP 404"),
+    (None, "no answer"),
+    ({"status": 200, "headers": {}, "body": "eyJpZCI6ICJ4In0="}, "not a JSON object"),
+    (
+        {"status": 200, "headers": {"Content-Type": "application/json"}, "body": ["x"]},
+        "not a JSON object",
+    ),
+    ({"status": 200, "headers": {}, "body": None}, "not a JSON object"),
+    ({"status": "200", "headers": {}, "body": {}}, "no status"),
+]
+
+
+@pytest.mark.parametrize(
+    "case",
+    INNER_HEADER_FAULTS,
+    ids=["429", "500", "404", "no-answer", "base64", "json-list", "null", "status-as-str"],
+)
+def test_an_inner_answer_that_is_not_headers_is_fetched_on_its_own(
+    caplog: pytest.LogCaptureFixture,
+    case: tuple[httpx.Response | dict[str, Any] | None, str],
+) -> None:
+    fault, reason = case
+
+    def scenario(fake: FakeGraph, source: GraphSource) -> list[Batch]:
+        made = [fake.add(message(n)) for n in range(1, 6)]
+        fake.batch_faults[made[1]] = fault
+        fake.batch_faults[made[3]] = fault
+        return [source.fetch(None)]
+
+    with caplog.at_level(logging.DEBUG, "replytrack.sources.graph"):
+        (batch,), fake, _ = both_ways(scenario)
+    assert ids(batch) == [1, 2, 3, 4, 5]
+    made = list(fake.messages)
+    assert paths(fake.requests) == [DELTA, "/v1.0/$batch"] + [
+        f"/v1.0/me/messages/{made[n]}" for n in (1, 3)
+    ]
+    (record,) = [r for r in caplog.records if "$batch gave" in r.getMessage()]
+    assert record.levelno == logging.DEBUG
+    assert "gave 3 of 5 headers" in record.getMessage()
+    assert reason in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        graph_error(500, "InternalServerError", "Something broke."),
+        graph_error(400, "BadRequest", "Invalid batch payload."),
+        httpx.Response(200, json={"value": []}),
+        httpx.Response(200, content=b"\xff<html>Gateway</html>"),
+    ],
+    ids=["500", "400", "no-responses", "not-json"],
+)
+def test_a_headers_batch_refused_as_a_whole_falls_back_to_a_get_each(
+    caplog: pytest.LogCaptureFixture, failure: httpx.Response
+) -> None:
+    def scenario(fake: FakeGraph, source: GraphSource) -> list[Batch]:
+        for n in range(1, 5):
+            fake.add(message(n))
+        fake.scripted += [None, failure]  # the delta page is served, the $batch is not
+        return [source.fetch(None)]
+
+    with caplog.at_level(logging.INFO, "replytrack.sources.graph"):
+        (batch,), fake, _ = both_ways(scenario)
+    assert ids(batch) == [1, 2, 3, 4]
+    assert paths(fake.requests)[:2] == [DELTA, "/v1.0/$batch"]
+    assert header_gets(fake.requests) == [m.source_id for m in batch.messages]
+    assert caplog.text.count("fetching 4 headers one by one") == 2  # both ways
+
+
+def test_a_network_error_on_a_headers_batch_is_a_source_error(
+    source: GraphSource, fake: FakeGraph
+) -> None:
+    for n in range(1, 4):
+        fake.add(message(n))
+    fake.scripted += [None, connection_reset()]
+    with pytest.raises(SourceError) as caught:
+        source.fetch(None)
+    assert isinstance(caught.value.__cause__, httpx.ReadError)
+    assert paths(fake.requests) == [DELTA, "/v1.0/$batch"]  # no fallback: as for a GET
+    assert ids(source.fetch(None)) == [1, 2, 3]
+
+
+# --------------------------------------------------------------------------------------------
 # Configuration, lifecycle
 # --------------------------------------------------------------------------------------------
 
@@ -1056,6 +1407,7 @@ def test_a_poll_asks_for_the_bodies_of_its_replies_in_one_batch_request(
     assert (result.seen, result.events, result.errors) == (6, 5, ())
     assert sorted(e.ref for e in stop.events) == refs
     assert all(e.kind is Kind.REPLY for e in stop.events)  # classified on their bodies
-    assert paths(fake.requests).count("/v1.0/$batch") == 1
-    assert not any(r.url.path.endswith("/$value") for r in fake.requests)
-    assert len(fake.batched) == 5  # the replies' bodies only, not the newsletter's
+    assert paths(fake.requests) == [DELTA, "/v1.0/$batch", "/v1.0/$batch"]
+    assert [len(b) for b in batches(fake)] == [6, 5]  # the headers, then the replies' bodies
+    bodies = [r for r in fake.batched if r.url.path.endswith("/$value")]
+    assert len(bodies) == 5  # the replies' bodies only, not the newsletter's

@@ -41,20 +41,22 @@ Rule 4: ``seen`` keeps short digests of the `remember` ids most recently deliver
         older cursor is fetched again, or when its folder is rescanned (base Rule 2). A cursor
         is thus bounded: per folder, one link and at most `remember` 12-character digests
         (more only while a page larger than asked for is half delivered).
-Rule 5: delta is not asked for headers. Each message to deliver costs one
+Rule 5: delta is not asked for headers. Each message to deliver needs its
         ``GET /messages/{id}?$select=internetMessageHeaders``, from which an RFC 5322 header
         block is rebuilt (CRLF, refolded, ending in an empty line); the fields Graph lacks
         (it has none for mail that never crossed the internet: internal mail, a Sent copy) are
         completed from the structured properties. Messages are ``complete=False``;
-        `GraphSource.fetch_body` GETs the MIME (``$value``), and `BaseSource.fetch_bodies`
-        sends up to 20 of those GETs in one JSON batch (``POST $batch``,
-        https://learn.microsoft.com/graph/json-batching). A body the JSON batch does not give
-        plainly (an inner 404 or 429, a body that is not base64, a ``$batch`` refused as a
-        whole) is fetched with a GET of its own: batching never does worse than a GET each.
-        Drafts and ``@removed`` entries are skipped, and so is a message gone between the
-        listing and its GET (404). Sent mail is delivered when a Sent folder is watched
-        (`ReplyTracker.learn_sent` reads one); the tracker itself skips own mail. Nothing is
-        changed in the mailbox (base Rule 5).
+        `GraphSource.fetch_body` GETs the MIME (``$value``). Both GETs go up to 20 in one
+        JSON batch (``POST $batch``, https://learn.microsoft.com/graph/json-batching): a fetch
+        asks for the headers of the next entries of a page it would deliver (no more than it
+        has room for, so batching changes neither which messages come, nor their order, nor
+        the cursor), and `BaseSource.fetch_bodies` for the bodies. An answer the JSON batch
+        does not give plainly (an inner 404 or 429, a body that is not base64 or not a JSON
+        object, a ``$batch`` refused as a whole) is fetched with a GET of its own: batching
+        never does worse than a GET each. Drafts and ``@removed`` entries are skipped, and so
+        is a message gone between the listing and its GET (404). Sent mail is delivered when
+        a Sent folder is watched (`ReplyTracker.learn_sent` reads one); the tracker itself
+        skips own mail. Nothing is changed in the mailbox (base Rule 5).
 Rule 6: a lost sync state (410 Gone, or a 400 whose code names the sync state) restarts that
         folder's round bounded by `BaseSource.rescan_window`, and the batch says ``rescan``; a
         cursor that cannot be read rescans every folder (base Rule 3). 429, 503 and 504 are
@@ -82,7 +84,7 @@ import re
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Final, NoReturn
+from typing import Any, ClassVar, Final, NoReturn, TypeVar
 
 import attrs
 
@@ -108,6 +110,8 @@ except ImportError as _exc:  # pragma: no cover - exercised by a test that hides
 __all__ = ["DEFAULT_BASE_URL", "GraphSource"]
 
 log: logging.Logger = logging.getLogger("replytrack.sources.graph")
+
+_T = TypeVar("_T")
 
 #: Microsoft Graph v1.0 in the global cloud; national clouds have their own host.
 DEFAULT_BASE_URL: Final = "https://graph.microsoft.com/v1.0"
@@ -152,7 +156,7 @@ _GRAPH_TIME: Final = re.compile(
 _MAX_PAGE: Final = 1000
 # Requests in one JSON batch at most: Graph's limit (https://learn.microsoft.com/graph/json-
 # batching, "JSON batch requests are currently limited to 20 individual requests"), and the
-# tracker's `BODIES_PER_REQUEST`: a batch's bodies come in one request (Rule 5).
+# tracker's `BODIES_PER_REQUEST`: a batch's bodies come in one request; headers too (Rule 5).
 _BATCH_SIZE: Final = 20
 # Pages walked by one fetch at most (a first round may skip long runs of old mail, Rule 3):
 # the batch then returns with ``more`` so hosts commit progress and stay responsive.
@@ -572,7 +576,8 @@ class GraphSource(BaseSource):
             if not isinstance(items, list):
                 raise SourceError(f"{self.name}: a delta page without 'value': {url}")
             added = 0
-            for item in items:
+            batched: dict[str, dict[str, Any] | None] = {}  # by id: a $batch's answer (Rule 5)
+            for index, item in enumerate(items):
                 if not isinstance(item, dict) or not self._due(item, folder, seen):
                     continue
                 if len(out) >= limit:
@@ -580,7 +585,10 @@ class GraphSource(BaseSource):
                     # was delivered from it is in `seen`, which keeps at least that much.
                     folder = attrs.evolve(folder, link=url, seen=self._tail(seen, added))
                     return folder, True, rescanned
-                message = self._message(name, item)
+                if item["id"] not in batched:
+                    room = min(limit - len(out), _BATCH_SIZE)
+                    batched.update(self._batch_headers(items[index:], folder, seen, room))
+                message = self._message(name, item, batched.get(item["id"]))
                 if message is None:
                     continue  # deleted since the page was made
                 out.append(message)
@@ -605,8 +613,13 @@ class GraphSource(BaseSource):
                 return folder, True, rescanned
         return folder, True, rescanned  # the page budget is spent: come back (more)
 
-    def _due(self, item: Mapping[str, Any], folder: _Folder, seen: list[str]) -> bool:
-        """Whether a delta entry is a message to deliver, without asking Graph anything."""
+    def _due(
+        self, item: Mapping[str, Any], folder: _Folder, seen: list[str], *, touch: bool = True
+    ) -> bool:
+        """Whether a delta entry is a message to deliver, without asking Graph anything.
+
+        A remembered entry is moved to the end of `seen` (Rule 4), unless `touch` is false.
+        """
         if "@removed" in item or item.get("isDraft") is True:
             return False
         source_id = item.get("id")
@@ -614,9 +627,10 @@ class GraphSource(BaseSource):
             return False
         digest = _digest(source_id)
         if digest in seen:
-            # Listed again because it changed (read, flagged): keep it remembered (Rule 4).
-            seen.remove(digest)
-            seen.append(digest)
+            if touch:
+                # Listed again because it changed (read, flagged): keep it remembered (Rule 4).
+                seen.remove(digest)
+                seen.append(digest)
             return False
         if folder.since is None or folder.made is None:
             return True
@@ -627,15 +641,45 @@ class GraphSource(BaseSource):
         # Rule 3: old, and untouched since before the cursor was made (to Graph's precision).
         return modified[0] > from_micros(folder.made) - modified[1]
 
-    def _message(self, folder: str, item: Mapping[str, Any]) -> IncomingMessage | None:
+    def _batch_headers(
+        self, items: Sequence[object], folder: _Folder, seen: list[str], room: int
+    ) -> dict[str, dict[str, Any] | None]:
+        """Ask for the headers of the next `room` messages to deliver in one ``$batch`` (Rule 5).
+
+        They are the first `room` entries `_due` accepts in `items`, the rest of a delta page
+        from an entry it just accepted, each id once: the entries the delta loop meets next if
+        none is gone (a delivery changes `_due` only for the id delivered).
+
+        Returns:
+            By id, the answer to the GET `_message` sends, or ``None`` for `_message` to send it.
+        """
+        chosen: list[str] = []
+        for item in items:
+            if len(chosen) >= room:
+                break
+            if not isinstance(item, dict) or not self._due(item, folder, seen, touch=False):
+                continue
+            if item["id"] not in chosen:
+                chosen.append(item["id"])
+        if len(chosen) < 2:
+            return dict.fromkeys(chosen)  # one request either way
+        answers = self._batch([self._headers_url(i) for i in chosen], _json_object, "headers")
+        return dict(zip(chosen, answers, strict=True))
+
+    def _message(
+        self, folder: str, item: Mapping[str, Any], body: dict[str, Any] | None = None
+    ) -> IncomingMessage | None:
+        """The message of a delta entry, or ``None`` when it is gone (a 404).
+
+        Its headers are `body`, the answer to their GET from a ``$batch``, or a GET's own.
+        """
         source_id: str = item["id"]
-        response = self._send(
-            "GET", f"{self._message_url(source_id)}?$select=internetMessageHeaders"
-        )
-        if response.status_code == 404:
-            log.info("%s: message %s is gone; skipped", self.name, source_id[:40])
-            return None
-        body = self._json(response, what=f"headers of message {source_id[:40]}")
+        if body is None:
+            response = self._send("GET", self._headers_url(source_id))
+            if response.status_code == 404:
+                log.info("%s: message %s is gone; skipped", self.name, source_id[:40])
+                return None
+            body = self._json(response, what=f"headers of message {source_id[:40]}")
         received = _parse_time(item.get("receivedDateTime"))
         thread = item.get("conversationId")
         return IncomingMessage(
@@ -665,45 +709,58 @@ class GraphSource(BaseSource):
             if len(chunk) == 1:
                 bodies.append(self._fetch_body(chunk[0]))  # one request either way
                 continue
-            batched = self._batch_bodies(chunk)
+            urls = [f"{self._message_url(m.source_id)}/$value" for m in chunk]
+            batched = self._batch(urls, _base64, "bodies")
             bodies += [
                 self._fetch_body(message) if body is None else body
                 for message, body in zip(chunk, batched, strict=True)
             ]
         return bodies
 
-    def _batch_bodies(self, messages: Sequence[IncomingMessage]) -> list[bytes | None]:
-        """Ask for the MIME of `messages` in one ``$batch`` request.
+    def _batch(
+        self,
+        urls: Sequence[str],
+        read: Callable[[object, bool], tuple[_T | None, str]],
+        what: str,
+    ) -> list[_T | None]:
+        """Send a GET of each of `urls` (under ``base_url``) in one ``$batch`` request (Rule 5).
 
-        Each inner request is the GET `_fetch_body` sends, its URL relative to ``base_url``
-        and its id the message's position from 1. Graph answers 200 with ``{"responses":
-        [{"id", "status", "headers", "body"}, ...]}`` in any order, a body that is not JSON
-        (the MIME) in base64 (https://learn.microsoft.com/graph/json-batching).
+        Each inner request is the GET `_send` sends for its URL, the URL relative to
+        ``base_url`` and the id its position from 1. Graph answers 200 with ``{"responses": [{"id",
+        "status", "headers", "body"}, ...]}`` in any order, a body that is JSON as that JSON
+        value, any other (the MIME) in base64 (https://learn.microsoft.com/graph/json-batching).
+
+        Args:
+            urls: the GETs, at most `_BATCH_SIZE`.
+            read: reads an inner 200's body, given whether its headers say it is JSON: the
+                answer, or ``None`` and why it is not what the GET gives.
+            what: what the GETs give, for the log (``"bodies"``).
 
         Returns:
-            Each message's body, or ``None`` where the batch did not give it plainly: the
+            Each GET's answer read, or ``None`` where the batch did not give it plainly: the
             batch refused (after `_send`'s retries), its id missing or answered twice, or its
-            answer not a 200 with a strict base64 string. The reasons are logged, once.
+            answer not a 200 that `read` reads. The reasons are logged, once.
         """
         requests = [
             {
                 "id": str(n),
                 "method": "GET",
-                "url": self._relative(f"{self._message_url(message.source_id)}/$value"),
+                "url": self._relative(url),
                 "headers": {"Prefer": _IMMUTABLE},
             }
-            for n, message in enumerate(messages, 1)
+            for n, url in enumerate(urls, 1)
         ]
         response = self._send("POST", f"{self._base}/$batch", body={"requests": requests})
-        missing: list[bytes | None] = [None] * len(messages)
+        missing: list[_T | None] = [None] * len(urls)
         if response.status_code != 200:
             code = " ".join(_error_of(response)).strip()
             log.info(
-                "%s: $batch failed: HTTP %d %s; fetching %d bodies one by one",
+                "%s: $batch failed: HTTP %d %s; fetching %d %s one by one",
                 self.name,
                 response.status_code,
                 code[:120],
-                len(messages),
+                len(urls),
+                what,
             )
             return missing
         try:
@@ -713,13 +770,14 @@ class GraphSource(BaseSource):
         items = payload.get("responses") if isinstance(payload, dict) else None
         if not isinstance(items, list):
             log.info(
-                "%s: $batch answered without a 'responses' list; fetching %d bodies one by one",
+                "%s: $batch answered without a 'responses' list; fetching %d %s one by one",
                 self.name,
-                len(messages),
+                len(urls),
+                what,
             )
             return missing
         # A "nextLink" Graph may add for answers still to come is not followed: the ids it
-        # would answer are missing here, and their bodies are fetched on their own.
+        # would answer are missing here, and their GETs are sent on their own.
         answers: dict[str, object] = {}
         twice: set[str] = set()
         for item in items:
@@ -728,25 +786,26 @@ class GraphSource(BaseSource):
                 if key in answers:
                     twice.add(key)
                 answers[key] = item
-        bodies: list[bytes | None] = []
+        results: list[_T | None] = []
         reasons: dict[str, int] = {}
-        for n in range(1, len(messages) + 1):
+        for n in range(1, len(urls) + 1):
             key = str(n)
-            body, reason = (
-                (None, "answered twice") if key in twice else _batched_body(answers.get(key))
+            result, reason = (
+                (None, "answered twice") if key in twice else _batched(answers.get(key), read)
             )
-            bodies.append(body)
-            if body is None:
+            results.append(result)
+            if result is None:
                 reasons[reason] = reasons.get(reason, 0) + 1
         if reasons:
             log.debug(
-                "%s: $batch gave %d of %d bodies; fetching the rest one by one (%s)",
+                "%s: $batch gave %d of %d %s; fetching the rest one by one (%s)",
                 self.name,
-                len(messages) - sum(reasons.values()),
-                len(messages),
+                len(urls) - sum(reasons.values()),
+                len(urls),
+                what,
                 ", ".join(f"{reason}: {count}" for reason, count in reasons.items()),
             )
-        return bodies
+        return results
 
     # -- HTTP ------------------------------------------------------------------------------------
 
@@ -758,6 +817,9 @@ class GraphSource(BaseSource):
 
     def _message_url(self, source_id: str) -> str:
         return f"{self._root}/messages/{_quote(source_id)}"
+
+    def _headers_url(self, source_id: str) -> str:
+        return f"{self._message_url(source_id)}?$select=internetMessageHeaders"
 
     def _checked(self, link: str) -> str:
         if not self._ours(link):
@@ -867,11 +929,12 @@ def _cursor_time(entry: Mapping[str, Any], key: str) -> int | None:
     return value
 
 
-def _batched_body(item: object) -> tuple[bytes | None, str]:
-    """The MIME an inner ``$batch`` response carries, or ``None`` and why it is not used.
+def _batched(
+    item: object, read: Callable[[object, bool], tuple[_T | None, str]]
+) -> tuple[_T | None, str]:
+    """What an inner ``$batch`` response carries, read, or ``None`` and why it is not used.
 
-    Only a 200 whose body is a string of strict base64 is used, and not when its headers say
-    the body is JSON (then it is a JSON value, not encoded content).
+    Only a 200 is read: `read` gets its body and whether its headers say the body is JSON.
     """
     if not isinstance(item, dict):
         return None, "no answer"
@@ -879,17 +942,28 @@ def _batched_body(item: object) -> tuple[bytes | None, str]:
     if not isinstance(status, int) or status != 200:
         return None, f"HTTP {status}" if isinstance(status, int) else "no status"
     headers = item.get("headers")
-    if isinstance(headers, dict):
-        for name, value in headers.items():
-            if str(name).lower() == "content-type" and "json" in str(value).lower():
-                return None, "a JSON body"
-    body = item.get("body")
+    json = isinstance(headers, dict) and any(
+        str(name).lower() == "content-type" and "json" in str(value).lower()
+        for name, value in headers.items()
+    )
+    return read(item.get("body"), json)
+
+
+def _base64(body: object, json: bool) -> tuple[bytes | None, str]:
+    """The MIME an inner 200 carries: a string of strict base64, not a JSON value."""
+    if json:
+        return None, "a JSON body"
     if not isinstance(body, str):
         return None, "a body that is not a string"
     try:
         return base64.b64decode(body, validate=True), ""
     except ValueError:  # binascii.Error, or a character that is not ASCII
         return None, "a body that is not base64"
+
+
+def _json_object(body: object, json: bool) -> tuple[dict[str, Any] | None, str]:
+    """The JSON object an inner 200 carries: Graph puts a JSON answer itself in ``body``."""
+    return (body, "") if isinstance(body, dict) else (None, "a body that is not a JSON object")
 
 
 def _bearer(token: Callable[[], str]) -> str:
