@@ -147,6 +147,7 @@ class FakeGmail:
         self._dropped_parts: set[str] = set()
         self._fail_in: int | None = None
         self._fail_with: BaseException | None = None
+        self._fail_batches_too = True
         self._revoked = False
         self._lock = threading.Lock()
 
@@ -211,11 +212,16 @@ class FakeGmail:
             self.history_id += 7  # changes of other kinds meanwhile (reads, labels)
             self.oldest = self.history_id
 
-    def fail_request(self, after: int, error: BaseException) -> None:
-        """Make the request after the next `after` ones raise `error` (once)."""
+    def fail_request(self, after: int, error: BaseException, *, batches: bool = True) -> None:
+        """Make the request after the next `after` ones raise `error` (once).
+
+        With `batches` False, batch requests neither count nor fail: the fault hits a request
+        whose failure the source does not absorb (it reads what a failed batch held again).
+        """
         with self._lock:
             self._fail_in = after
             self._fail_with = error
+            self._fail_batches_too = batches
 
     def revoke(self) -> None:
         """Answer every request with 401, as Google does once access was revoked."""
@@ -259,13 +265,14 @@ class FakeGmail:
         """Answer one request of the client library."""
         with self._lock:
             self.requests.append(f"{method} {uri}")
-            if self._fail_in is not None:
+            batch = urllib.parse.urlsplit(uri).path in _BATCH_PATHS
+            if self._fail_in is not None and (self._fail_batches_too or not batch):
                 if self._fail_in == 0:
                     error, self._fail_in, self._fail_with = self._fail_with, None, None
                     assert error is not None
                     raise error
                 self._fail_in -= 1
-            if urllib.parse.urlsplit(uri).path in _BATCH_PATHS:
+            if batch:
                 return self._batch(method, body, headers or {})
             return self._response(*self._answer(method, uri))
 
@@ -499,8 +506,10 @@ class GmailHarness(Harness):
         return cursor
 
     def inject_fault(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        # The probe (users.getProfile) passes; the next request loses its connection.
-        self.backend.fail_request(after=1, error=ConnectionResetError("connection reset by peer"))
+        # The probe (users.getProfile) passes; the next request but a batch loses its
+        # connection (a failed batch is not a failed fetch: its messages are read one by one).
+        error = ConnectionResetError("connection reset by peer")
+        self.backend.fail_request(after=1, error=error, batches=False)
 
     def break_mailbox(self) -> None:
         self.backend.revoke()

@@ -18,6 +18,8 @@ import re
 import sys
 import time
 import urllib.parse
+from collections.abc import Sequence
+from http import HTTPStatus
 from typing import Any
 
 import attrs
@@ -48,6 +50,7 @@ Response = tuple[dict[str, str], str]
 
 
 JSON = {"content-type": "application/json; charset=UTF-8"}
+BATCH_URI = "https://gmail.googleapis.com/batch"  # the discovery document's batchPath
 
 
 def ok(payload: dict[str, Any]) -> Response:
@@ -126,6 +129,30 @@ def metadata(
     )
 
 
+def batched(*responses: Response, ids: Sequence[int] | None = None) -> Response:
+    """A batch response written as the batch guide shows one, a part per response.
+
+    Part i answers the request id ``ids[i]`` (default: i, the i-th request of the batch).
+    """
+    out = []
+    for request_id, (headers, payload) in zip(
+        ids or range(len(responses)), responses, strict=True
+    ):
+        status = HTTPStatus(int(headers["status"]))
+        out.append(
+            "--batch_xyz\r\n"
+            "Content-Type: application/http\r\n"
+            f"Content-ID: <response-e0a6d3e1-4a5b + {request_id}>\r\n"
+            "\r\n"
+            f"HTTP/1.1 {status.value} {status.phrase}\r\n"
+            "Content-Type: application/json; charset=UTF-8\r\n"
+            "\r\n"
+            f"{payload}\r\n"
+        )
+    content_type = "multipart/mixed; boundary=batch_xyz"
+    return {"status": "200", "content-type": content_type}, "".join(out) + "--batch_xyz--\r\n"
+
+
 def added(record_id: int, *messages: tuple[str, tuple[str, ...]]) -> dict[str, Any]:
     """A history record of type messageAdded."""
     briefs = [{"id": m, "threadId": f"t-{m}"} for m, _ in messages]
@@ -165,9 +192,20 @@ def scripted(*responses: Response, **options: Any) -> tuple[GmailSource, HttpMoc
 
 
 def calls(http: HttpMockSequence) -> list[tuple[str, dict[str, list[str]]]]:
-    """The requests made: (path after ``users/me/``, query parameters)."""
+    """The requests made: (path after ``users/me/``, query parameters).
+
+    A batch request is ``("batch", {"parts": PATHS})``, the paths of the requests it holds.
+    """
     out = []
-    for uri, method, _, _ in http.request_sequence:
+    for uri, method, body, _ in http.request_sequence:
+        if (method, uri) == ("POST", BATCH_URI):
+            inner = re.findall(r"^(\w+) (\S+) HTTP/1\.1\r?$", body, re.M)
+            assert {verb for verb, _ in inner} == {"GET"}  # read-only (base Rule 5)
+            parts = [urllib.parse.urlsplit(target).path for _, target in inner]
+            out.append(
+                ("batch", {"parts": [p.removeprefix("/gmail/v1/users/me/") for p in parts]})
+            )
+            continue
         assert method == "GET"  # read-only (base Rule 5)
         parts = urllib.parse.urlsplit(uri)
         path = parts.path.removeprefix("/gmail/v1/users/me/")
@@ -176,7 +214,11 @@ def calls(http: HttpMockSequence) -> list[tuple[str, dict[str, list[str]]]]:
 
 
 def paths(http: HttpMockSequence) -> list[str]:
-    return [path for path, _ in calls(http)]
+    """The paths of `calls`; a batch request is ``batch[PATH, ...]``."""
+    return [
+        f"batch[{', '.join(params['parts'])}]" if path == "batch" else path
+        for path, params in calls(http)
+    ]
 
 
 def history_cursor(history_id: int, part: int = 0, user: str = EMAIL) -> str:
@@ -197,10 +239,9 @@ def test_the_mark_is_read_before_the_scan_and_later_mail_comes_from_history() ->
         profile(100),  # initial_cursor: the mark ...
         listing("b", "a"),  # ... then the list, newest first
         profile(103),  # fetch's probe
-        metadata("a"),
-        metadata("b"),
+        batched(metadata("a"), metadata("b")),
         history(added(102, ("c", INBOX)), history_id=103),  # c arrived during the scan
-        metadata("c"),
+        metadata("c"),  # a batch of one is a request of its own
     )
     batch = source.fetch(None)
     assert mids(batch) == ["a", "b", "c"]
@@ -210,12 +251,11 @@ def test_the_mark_is_read_before_the_scan_and_later_mail_comes_from_history() ->
         "profile",
         "messages",
         "profile",
-        "messages/a",
-        "messages/b",
+        "batch[messages/a, messages/b]",
         "history",
         "messages/c",
     ]
-    listed, scanned = calls(http)[1][1], calls(http)[5][1]
+    listed, scanned = calls(http)[1][1], calls(http)[4][1]
     assert listed["q"] == ["-in:sent -in:drafts"]
     assert listed["includeSpamTrash"] == ["false"]
     assert scanned["startHistoryId"] == ["100"]
@@ -251,8 +291,8 @@ def test_the_history_is_paged_and_a_record_is_split_at_the_limit() -> None:
         metadata("a"),
         profile(120),
         history(added(101, ("a", INBOX), ("b", INBOX)), history_id=120, next_page="page-2"),
-        metadata("b"),
-        history(added(110, ("c", INBOX)), history_id=120),
+        history(added(110, ("c", INBOX)), history_id=120),  # the pages first ...
+        metadata("b"),  # ... then the messages they name
         profile(120),
         history(added(110, ("c", INBOX)), history_id=120),
         metadata("c"),
@@ -264,13 +304,35 @@ def test_the_history_is_paged_and_a_record_is_split_at_the_limit() -> None:
     second = source.fetch(first.cursor, limit=1)
     assert mids(second) == ["b"]
     assert json.loads(second.cursor)["hid"] == "101"
-    second_page = calls(http)[6][1]
+    second_page = calls(http)[5][1]
     assert second_page["pageToken"] == ["page-2"]
     assert second_page["startHistoryId"] == ["100"]
     third = source.fetch(second.cursor, limit=1)
     assert mids(third) == ["c"]
     assert third.more is False
     assert json.loads(third.cursor)["hid"] == "120"
+
+
+def test_a_record_split_at_the_limit_counts_gone_messages_but_not_own_mail() -> None:
+    record = added(101, ("a", INBOX), ("sent", ("SENT",)), ("gone", INBOX), ("c", INBOX))
+    source, http = scripted(
+        profile(120),
+        history(record, history_id=120),
+        batched(metadata("a"), NOT_FOUND),  # the limit of 2: a and gone, sent skipped
+        NOT_FOUND,  # gone, read again on its own: deleted since (Rule 7)
+        profile(120),
+        history(record, history_id=120),
+        metadata("c"),
+    )
+    first = source.fetch(history_cursor(100), limit=2)
+    assert mids(first) == ["a"]
+    assert first.more is True
+    assert json.loads(first.cursor) | {"v": 1} == json.loads(history_cursor(100, part=3))
+    second = source.fetch(first.cursor, limit=2)
+    assert mids(second) == ["c"]
+    assert second.more is False
+    assert json.loads(second.cursor)["hid"] == "120"
+    assert paths(http)[2:4] == ["batch[messages/a, messages/gone]", "messages/gone"]
 
 
 def test_history_records_at_or_before_the_start_are_not_delivered_again() -> None:
@@ -312,8 +374,10 @@ def test_since_drops_what_the_after_slack_lists_by_internal_date() -> None:
         profile(100),
         listing("new", "old"),
         profile(100),
-        metadata("old", at=since - dt.timedelta(hours=5)),
-        metadata("new", at=since + dt.timedelta(seconds=1)),
+        batched(
+            metadata("old", at=since - dt.timedelta(hours=5)),
+            metadata("new", at=since + dt.timedelta(seconds=1)),
+        ),
         history(history_id=100),
     )
     batch = source.fetch(source.initial_cursor(since=since))
@@ -365,8 +429,10 @@ def test_labels_read_by_get_are_checked_again() -> None:
         profile(100),
         listing("b", "a"),
         profile(100),
-        metadata("a", labels=("DRAFT",)),  # became a draft since it was listed
-        metadata("b"),
+        batched(
+            metadata("a", labels=("DRAFT",)),  # became a draft since it was listed
+            metadata("b"),
+        ),
         history(history_id=100),
     )
     assert mids(source.fetch(source.initial_cursor())) == ["b"]
@@ -389,15 +455,16 @@ def test_spam_and_label_filters_are_options() -> None:
 
 
 def test_a_message_deleted_after_it_was_listed_is_skipped() -> None:
-    source, _ = scripted(
+    source, http = scripted(
         profile(100),
         listing("b", "a"),
         profile(100),
-        NOT_FOUND,
-        metadata("b"),
+        batched(NOT_FOUND, metadata("b")),
+        NOT_FOUND,  # the part that failed, read again on its own
         history(history_id=100),
     )
     assert mids(source.fetch(source.initial_cursor())) == ["b"]
+    assert paths(http)[3:] == ["batch[messages/a, messages/b]", "messages/a", "history"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -569,9 +636,6 @@ def test_line_breaks_inside_a_value_are_folded() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-BATCH_URI = "https://gmail.googleapis.com/batch"  # the discovery document's batchPath
-
-
 def mailbox(n: int, **options: Any) -> tuple[GmailSource, FakeGmail, list[IncomingMessage]]:
     """A source over a fake mailbox of `n` messages, and their header blocks."""
     backend = FakeGmail()
@@ -596,14 +660,17 @@ def since(backend: FakeGmail, start: int) -> list[str]:
     return out
 
 
-def raw_gets(backend: FakeGmail, batch: int = -1) -> list[str]:
-    """The message ids a batch asked for, checking that each is a ``format=raw`` get."""
+def gets(backend: FakeGmail, batch: int = -1, form: str = "raw") -> list[str]:
+    """The message ids a batch asked for, checking that each is a ``format=FORM`` get."""
+    query = {"format": [form], "alt": ["json"]}
+    if form == "metadata":
+        query["metadataHeaders"] = list(TRACKING_FIELDS)
     ids = []
     for request in backend.batches[batch]:
         method, uri = request.split(" ", 1)
         parts = urllib.parse.urlsplit(uri)
         assert method == "GET"
-        assert urllib.parse.parse_qs(parts.query) == {"format": ["raw"], "alt": ["json"]}
+        assert urllib.parse.parse_qs(parts.query) == query
         ids.append(parts.path.removeprefix("/gmail/v1/users/me/messages/"))
     return ids
 
@@ -614,7 +681,7 @@ def test_fetch_bodies_reads_up_to_20_messages_per_batch_request() -> None:
     bodies = source.fetch_bodies(messages)
     assert since(backend, start) == ["POST /batch", "POST /batch"]
     assert backend.requests[start] == f"POST {BATCH_URI}"
-    assert [raw_gets(backend, 0), raw_gets(backend, 1)] == [
+    assert [gets(backend, -2), gets(backend, -1)] == [
         [m.source_id for m in messages[:20]],
         [m.source_id for m in messages[20:]],
     ]
@@ -715,37 +782,25 @@ def test_large_messages_are_read_on_their_own() -> None:
         backend.deliver(raw)
     source = GmailSource(gmail_service(backend), num_retries=0)
     a, big, b = source.fetch(None).messages
+    assert gets(backend, form="metadata") == [a.source_id, big.source_id, b.source_id]
     start = len(backend.requests)
     assert source.fetch_bodies([a, big, b]) == [raw_message("a"), large, raw_message("b")]
     assert since(backend, start) == ["POST /batch", f"GET {big.source_id}"]
-    assert raw_gets(backend) == [a.source_id, b.source_id]
+    assert gets(backend) == [a.source_id, b.source_id]
 
 
 def test_unusable_parts_of_a_documented_batch_response_are_read_one_by_one() -> None:
     """A response written as the batch guide shows one, without the fake."""
     raw = {i: base64.urlsafe_b64encode(raw_message(i)).decode() for i in "abcd"}
-
-    def part(request_id: int, status: str, payload: dict[str, Any]) -> str:
-        return (
-            "--batch_xyz\r\n"
-            "Content-Type: application/http\r\n"
-            f"Content-ID: <response-e0a6d3e1-4a5b + {request_id}>\r\n"
-            "\r\n"
-            f"HTTP/1.1 {status}\r\n"
-            "Content-Type: application/json; charset=UTF-8\r\n"
-            "\r\n"
-            f"{json.dumps(payload)}\r\n"
-        )
-
-    response = (
-        part(3, "200 OK", {"id": "d", "raw": raw["d"]})
-        + part(1, "200 OK", {"id": "b", "threadId": "t-b"})  # no raw
-        + part(0, "200 OK", {"id": "x", "raw": raw["c"]})  # another message's
-        + part(2, "200 OK", {"id": "c", "raw": "not base64!"})
-        + "--batch_xyz--\r\n"
+    response = batched(
+        ok({"id": "d", "raw": raw["d"]}),
+        ok({"id": "b", "threadId": "t-b"}),  # no raw
+        ok({"id": "x", "raw": raw["c"]}),  # another message's
+        ok({"id": "c", "raw": "not base64!"}),
+        ids=[3, 1, 0, 2],
     )
     source, http = scripted(
-        ({"status": "200", "content-type": "multipart/mixed; boundary=batch_xyz"}, response),
+        response,
         ok({"id": "a", "raw": raw["a"]}),
         ok({"id": "b", "raw": raw["b"]}),
         ok({"id": "c", "raw": raw["c"]}),
@@ -766,6 +821,186 @@ def test_unusable_parts_of_a_documented_batch_response_are_read_one_by_one() -> 
         ("GET", "b"),
         ("GET", "c"),
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# Header blocks in batches (Rule 6)
+# --------------------------------------------------------------------------------------------
+
+
+def deliver_numbered(backend: FakeGmail, numbers: range, **options: Any) -> list[str]:
+    """Deliver test messages ``m{n}``, one a minute in number order; their ids."""
+    start = dt.datetime.now(UTC) - dt.timedelta(days=1)
+    return [
+        backend.deliver(
+            raw_message(f"m{n}"), received_at=start + dt.timedelta(minutes=n), **options
+        )
+        for n in numbers
+    ]
+
+
+def reads(requests: list[str]) -> list[str]:
+    """The requests of `since` that read messages: ``POST /batch`` and ``GET ID``."""
+    return [r for r in requests if r == "POST /batch" or "/" not in r]
+
+
+@attrs.frozen
+class Twins:
+    """Two sources on one fake mailbox: one as Gmail serves batches, one as every batch fails.
+
+    The second reads each message on its own, as `fetch` did before it read in batches.
+    """
+
+    backend: FakeGmail
+    batching: GmailSource
+    single: GmailSource
+
+    @classmethod
+    def of(cls, backend: FakeGmail, **options: Any) -> Twins:
+        options.setdefault("num_retries", 0)
+        return cls(
+            backend,
+            GmailSource(gmail_service(backend), **options),
+            GmailSource(gmail_service(backend), **options),
+        )
+
+    def fetch(self, cursor: str | None, limit: int = 100) -> tuple[Batch, list[str], list[str]]:
+        """The same `Batch` from both (asserted), and the requests each made (`since`)."""
+        start = len(self.backend.requests)
+        batch = self.batching.fetch(cursor, limit)
+        middle = len(self.backend.requests)
+        self.backend.fail_batches(500)
+        try:
+            single = self.single.fetch(cursor, limit)
+        finally:
+            self.backend.fail_batches(None)
+        assert batch == single  # messages, order, cursor, more
+        assert self.batching._sizes == self.single._sizes  # for the bodies' batches
+        return batch, since(self.backend, start)[: middle - start], since(self.backend, middle)
+
+    def metadata_batches(self, requests: list[str]) -> list[list[str]]:
+        """The ids of the last batch requests among `requests`, each checked a metadata get."""
+        n = requests.count("POST /batch")
+        return [gets(self.backend, i, "metadata") for i in range(-n, 0)]
+
+
+def test_a_first_scan_reads_header_blocks_20_to_a_batch_request() -> None:
+    backend = FakeGmail()
+    listed = deliver_numbered(backend, range(45))
+    twins = Twins.of(backend)
+    batch, batching, single = twins.fetch(None)
+    assert mids(batch) == listed  # oldest first
+    assert batch.more is False
+    # 3 requests for the 45 header blocks instead of 45; the same messages and cursor.
+    assert reads(batching) == ["POST /batch"] * 3
+    assert twins.metadata_batches(batching) == [listed[:20], listed[20:40], listed[40:]]
+    # Every batch failing, each message is read on its own, as before batches: 45 requests.
+    assert [r for r in reads(single) if r != "POST /batch"] == [f"GET {i}" for i in listed]
+
+
+def test_a_history_of_45_new_messages_reads_header_blocks_20_to_a_batch_request() -> None:
+    backend = FakeGmail()
+    twins = Twins.of(backend)
+    first, _, _ = twins.fetch(None)
+    replies = []
+    for n in range(45):
+        backend.deliver(raw_message(f"sent-{n}"), labels=("SENT",))  # own mail, never read
+        replies += deliver_numbered(backend, range(n, n + 1))
+    batch, batching, single = twins.fetch(first.cursor)
+    assert mids(batch) == replies
+    assert batch.more is False
+    assert reads(batching) == ["POST /batch"] * 3
+    assert twins.metadata_batches(batching) == [replies[:20], replies[20:40], replies[40:]]
+    # Every batch failing, each message is read on its own, as before batches: 45 requests.
+    assert [r for r in reads(single) if r != "POST /batch"] == [f"GET {i}" for i in replies]
+
+
+@pytest.mark.parametrize("read_by", ["scan", "history"])
+def test_a_message_deleted_before_its_header_block_is_read_is_skipped(read_by: str) -> None:
+    backend = FakeGmail()
+    twins = Twins.of(backend)
+    cursor = twins.batching.fetch(None).cursor if read_by == "history" else None
+    ids = deliver_numbered(backend, range(5))
+    if cursor is None:
+        cursor = twins.batching.initial_cursor()  # lists the 5
+    backend.delete(ids[2])
+    batch, batching, _ = twins.fetch(cursor)
+    assert mids(batch) == ids[:2] + ids[3:]
+    # A 404 inside the batch, read again on its own: a 404 again, skipped as ever (Rule 7).
+    assert reads(batching) == ["POST /batch", f"GET {ids[2]}"]
+    assert twins.metadata_batches(batching) == [ids]
+
+
+@pytest.mark.parametrize("fault", ["429", "500", "parts missing", "503 batch"])
+def test_header_blocks_a_batch_does_not_deliver_are_read_one_by_one(
+    fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = FakeGmail()
+    ids = deliver_numbered(backend, range(6))
+    twins = Twins.of(backend)
+    cursor = twins.batching.initial_cursor()
+    failing = [ids[1], ids[4]]
+    if fault == "parts missing":
+        backend.drop_from_batches(ids[1])  # the library then gives none of the parts
+        failing = ids
+    elif fault == "503 batch":
+        backend.fail_batches(503)
+        failing = ids
+    else:
+        backend.fail_in_batches(int(fault), *failing)
+    start = len(backend.requests)
+    with caplog.at_level(logging.INFO, "replytrack.sources.gmail"):
+        batch = twins.batching.fetch(cursor)
+    backend.fail_batches(None)
+    assert reads(since(backend, start)) == ["POST /batch", *(f"GET {i}" for i in failing)]
+    assert mids(batch) == ids
+    assert batch == twins.fetch(cursor)[0]
+    (record,) = caplog.records
+    assert f"gave {6 - len(failing)} of 6 header blocks" in record.getMessage()
+
+
+def test_unusable_header_block_parts_are_read_one_by_one() -> None:
+    malformed = json.loads(metadata("b")[1]) | {"labelIds": "INBOX"}  # not a list
+    source, http = scripted(
+        profile(100),
+        listing("c", "b", "a"),
+        profile(100),
+        batched(metadata("x"), ok(malformed), metadata("c")),  # x: another message's
+        metadata("a"),
+        metadata("b"),
+        history(history_id=100),
+    )
+    assert mids(source.fetch(source.initial_cursor())) == ["a", "b", "c"]
+    batch = "batch[messages/a, messages/b, messages/c]"
+    assert paths(http)[3:] == [batch, "messages/a", "messages/b", "history"]
+
+
+@pytest.mark.parametrize("limit", [1, 3, 7, 20])
+def test_a_small_limit_gives_the_same_batches_and_cursors(limit: int) -> None:
+    backend = FakeGmail()
+    scanned = deliver_numbered(backend, range(23))
+    backend.deliver(raw_message("spam"), labels=("SPAM",))
+    twins = Twins.of(backend, scan_buffer=10)  # the scan in segments of 10
+    cursor = twins.batching.initial_cursor()
+    backend.delete(scanned[5])
+    delivered: list[str] = []
+    for step in range(100):
+        if step == 2:  # history: own mail between replies, some gone before they are read
+            for n in range(30, 55):
+                if n % 4 == 0:
+                    backend.deliver(raw_message(f"sent-{n}"), labels=("SENT",))
+                (message_id,) = deliver_numbered(backend, range(n, n + 1))
+                if n % 9 == 0:
+                    backend.delete(message_id)
+        batch, batching, _ = twins.fetch(cursor, limit)
+        # The budget: at most `limit` messages.get calls, batched or not.
+        assert sum(len(ids) for ids in twins.metadata_batches(batching)) <= limit
+        assert len(batch.messages) <= limit
+        delivered += mids(batch)
+        cursor = batch.cursor
+        if not batch.more and step > 2:
+            break
+    assert len(delivered) == len(set(delivered)) == 22 + 25 - 3
 
 
 # --------------------------------------------------------------------------------------------
@@ -893,7 +1128,7 @@ def test_the_tracker_correlates_replies_read_from_gmail() -> None:
     assert tracker.poll(source).seen == 0
 
 
-def test_a_poll_asks_for_the_bodies_of_its_replies_in_one_batch_request() -> None:
+def test_a_poll_reads_header_blocks_and_bodies_in_one_batch_request_each() -> None:
     backend = FakeGmail()
     stop = CapturingHook()
     tracker = ReplyTracker(MemoryStore(), campaign_stop=stop, own_addresses=(EMAIL,))
@@ -920,6 +1155,8 @@ def test_a_poll_asks_for_the_bodies_of_its_replies_in_one_batch_request() -> Non
     assert result.errors == ()
     assert [e.ref for e in stop.events] == [f"c42:p{n}" for n in range(5)]
     requests = since(backend, start)
-    assert requests.count("POST /batch") == 1
-    assert raw_gets(backend) == replies
-    assert not [r for r in backend.requests[start:] if "format=raw" in r]  # none on its own
+    assert requests.count("POST /batch") == 2
+    # Own mail is skipped unread (Rule 4): the replies' header blocks, then their bodies.
+    assert gets(backend, -2, "metadata") == replies
+    assert gets(backend) == replies
+    assert not [r for r in backend.requests[start:] if "/messages/" in r]  # none on its own

@@ -51,23 +51,24 @@ Rule 5: **header blocks first.** A message is read with ``messages.get(format="m
         `fetch_body` reads ``format="raw"``. ``source_id`` is the Gmail message id,
         ``provider_thread_id`` the ``threadId``, ``labels`` the ``labelIds``, ``received_at``
         the ``internalDate``; ``folder`` is ``None``, since Gmail has labels, not folders.
-Rule 6: **header blocks one by one, bodies in batches.** `fetch` reads each header block with
-        a request of its own: work per fetch is bounded, at most `limit` ``messages.get``
-        calls and 10 pages of history, so a batch may hold fewer than `limit` messages, with
-        ``more`` True, when some were deleted or not wanted. `fetch_bodies` (a poll asks for
-        up to 20 bodies at once) sends the ``messages.get(format="raw")`` calls as batch
-        requests (developers.google.com/gmail/api/guides/batch; the client library's
-        ``new_batch_http_request``, on the service's own authorised http), up to 20 calls
-        each: one round trip instead of 20, for the same quota (5 units per call). A part of a
-        batch fails on its own (a 429 or 404 inside a 200), and the library retries neither a
-        batch nor its parts (but a 401 part, once, with refreshed credentials), so whatever a
-        batch does not deliver (a failed part, a missing or unusable one, or the batch request
-        failing as a whole) is read again with a ``messages.get`` of its own, which has the
-        retries and the errors of Rule 7: a batch saves round trips and otherwise behaves as
-        one request per message. A message of over 512 KiB (the ``sizeEstimate`` read with
-        its header block) is left out of the batch and read on its own: parsing a batch
-        response, the library holds several copies of it, and 20 large messages would take
-        memory that one at a time does not.
+Rule 6: **in batches.** `fetch` reads header blocks, and `fetch_bodies` bodies (a poll asks
+        for up to 20 at once), by batch requests (developers.google.com/gmail/api/guides/batch;
+        the client library's ``new_batch_http_request``, on the service's own authorised
+        http) of up to 20 ``messages.get`` calls each: one round trip instead of 20, for the
+        same quota (5 units per call). Work per fetch is bounded: at most `limit`
+        ``messages.get`` calls, counted one per message whether batched or not, and 10 pages
+        of history, so a `Batch` may hold fewer than `limit` messages, with ``more`` True, when
+        some were deleted or not wanted; which messages a fetch reads, in which order, and the
+        cursor it returns do not depend on batching. A part of a batch fails on its own (a 429
+        or 404 inside a 200), and the library retries neither a batch nor its parts (but a 401
+        part, once, with refreshed credentials), so whatever a batch does not deliver (a
+        failed part, a missing or unusable one, or the batch request failing as a whole) is
+        read again with a ``messages.get`` of its own, which has the retries and the errors of
+        Rule 7: a batch saves round trips and otherwise behaves as one request per message. A
+        message of over 512 KiB (the ``sizeEstimate`` read with its header block) is left out
+        of the body batches and read on its own: parsing a batch response, the library holds
+        several copies of it, and 20 large messages would take memory that one at a time does
+        not.
 Rule 7: **errors.** A message deleted between its listing and its ``messages.get`` (404) is
         skipped; one deleted before its body is read is a `SourceError` of `fetch_body` (and
         of `fetch_bodies`, batch or not). Every other failure (``HttpError`` 429, 5xx, 401, a
@@ -77,7 +78,9 @@ Rule 7: **errors.** A message deleted between its listing and its ``messages.get
         Rule 5).
 
 Quota (per user: 250 units/s; per project: 1.2 M units/min): ``getProfile`` 1, ``history.list``
-2, ``messages.list`` 5, ``messages.get`` 5 units, in a batch or not. `wait` probes
+2, ``messages.list`` 5, ``messages.get`` 5 units, in a batch or not. A batch of 20 spends 100
+units at once, so a long scan on a fast link may meet the per-user rate: the parts Gmail then
+answers with 429 are read again one by one, with the library's backoff (Rule 6). `wait` probes
 ``getProfile`` (1 unit) every `wait_interval` = 5 s rather than every second: a platform
 watching 10 000 mailboxes at 1 s would spend half a project's quota on probes alone. Hosts
 that need faster wake-ups register ``users.watch`` (Cloud Pub/Sub) and call `BaseSource.wake`
@@ -423,19 +426,43 @@ class GmailSource(BaseSource):
                 break
         return list(reversed(found)), page
 
-    def _get(self, message_id: str) -> IncomingMessage | None:
-        """Read one message's header block; ``None`` when it is gone or not wanted (Rule 5).
-
-        One ``messages.get`` per message, no batch (Rule 6).
-        """
-        request = self._messages().get(
+    def _metadata_request(self, message_id: str) -> Any:
+        return self._messages().get(
             userId=self._user_id,
             id=message_id,
             format="metadata",
             metadataHeaders=list(TRACKING_FIELDS),
         )
+
+    def _get_many(self, message_ids: Sequence[str]) -> list[IncomingMessage | None]:
+        """`_get` of each of `message_ids`, in order, `_BATCH` to a batch request (Rule 6)."""
+        out: list[IncomingMessage | None] = []
+        for start in range(0, len(message_ids), _BATCH):
+            chunk = message_ids[start : start + _BATCH]
+            answers: Sequence[dict[str, Any] | None] = [None] * len(chunk)
+            if len(chunk) > 1:  # a batch of one would be one request too, without retries
+                requests = [(i, self._metadata_request(i)) for i in chunk]
+                answers = self._batch(requests, "header blocks")
+            out += [self._get(i, answer) for i, answer in zip(chunk, answers, strict=True)]
+        return out
+
+    def _get(
+        self, message_id: str, answer: dict[str, Any] | None = None
+    ) -> IncomingMessage | None:
+        """Read one message's header block; ``None`` when it is gone or not wanted (Rule 5).
+
+        Args:
+            message_id: the message.
+            answer: a batch's response to the same request (`_get_many`), if it gave one;
+                without one, or with one that is unusable, the message is read on its own.
+        """
+        if answer is not None:
+            try:
+                return self._message(answer, message_id)
+            except SourceError as exc:
+                log.info("%s: a batch part is unusable, read on its own: %s", self.name, exc)
         try:
-            body = self._call(request)
+            body = self._call(self._metadata_request(message_id))
         except HttpError as exc:
             if _status(exc) == 404:
                 return None  # deleted since it was listed (Rule 7)
@@ -510,11 +537,11 @@ class GmailSource(BaseSource):
                     if not ids:
                         budget -= 1  # a run of empty pages is bounded work too
                     continue
-                message = self._get(ids.pop(0))
-                budget -= 1
-                if message is None or _before(message, since):
-                    continue
-                out.append(message)
+                # The ids the loop would read one by one, at most `budget`, read in batches.
+                taken, ids = ids[:budget], ids[budget:]
+                budget -= len(taken)
+                fetched = self._get_many(taken)
+                out += [m for m in fetched if m is not None and not _before(m, since)]
             if ids or page is not None:
                 cursor = self._scan_cursor(user, history_id, since, ids, page)
                 return Batch(tuple(out), cursor, more=True)
@@ -523,19 +550,24 @@ class GmailSource(BaseSource):
             part = 0
         else:
             part = cursor_int(state, "part") if "part" in state else 0
-        history_id, part, more = self._history(history_id, part, budget, out)
+        wanted: list[str] = []
+        history_id, part, more = self._history(history_id, part, budget, wanted)
+        out += [m for m in self._get_many(wanted) if m is not None]
         return Batch(tuple(out), self._history_cursor(user, history_id, part), more)
 
     def _history(
-        self, start: int, part: int, budget: int, out: list[IncomingMessage]
+        self, start: int, part: int, budget: int, wanted: list[str]
     ) -> tuple[int, int, bool]:
-        """Deliver what was added after history id `start` (Rule 3) into `out`.
+        """Find what was added after history id `start` (Rule 3): the ids to read, in order.
+
+        The reads themselves are the caller's, in batches (Rule 6): what is read does not
+        depend on what the reads return, only the calls count (one per id, gone or not).
 
         Args:
             start: the last history record handled.
             part: messages of the next record already delivered.
-            budget: the most ``messages.get`` calls to make.
-            out: where the messages go.
+            budget: the most ``messages.get`` calls to make (ids to add to `wanted`).
+            wanted: where the ids to read go.
 
         Returns:
             The new (history id, part) position, and whether there may be more.
@@ -577,7 +609,10 @@ class GmailSource(BaseSource):
                 for index in range(skip, len(added)):
                     if budget == 0:
                         return done, index, True
-                    budget -= self._deliver_added(added[index], out)
+                    message_id = self._to_read(added[index])
+                    if message_id is not None:
+                        wanted.append(message_id)
+                        budget -= 1
                 done, skip = record_id, 0
             token = body.get("nextPageToken")
             page = token if isinstance(token, str) and token else None
@@ -586,8 +621,8 @@ class GmailSource(BaseSource):
                 return max(done, _response_history_id(body.get("historyId"))), 0, False
         return done, skip, True
 
-    def _deliver_added(self, entry: object, out: list[IncomingMessage]) -> int:
-        """Deliver one ``messagesAdded`` entry into `out`; the ``messages.get`` calls made."""
+    def _to_read(self, entry: object) -> str | None:
+        """The message of a ``messagesAdded`` entry to read; ``None``: own mail, not read."""
         message = entry.get("message") if isinstance(entry, dict) else None
         message_id = message.get("id") if isinstance(message, dict) else None
         if not isinstance(message, dict) or not isinstance(message_id, str) or not message_id:
@@ -595,21 +630,27 @@ class GmailSource(BaseSource):
         labels = message.get("labelIds")
         # Own mail needs no messages.get (Rule 4); without labels, the get's labels decide.
         if labels is not None and not self._wanted(_str_list(labels, "labelIds")):
-            return 0
-        incoming = self._get(message_id)
-        if incoming is not None:
-            out.append(incoming)
-        return 1
+            return None
+        return message_id
 
     def _raw_request(self, message: IncomingMessage) -> Any:
         return self._messages().get(userId=self._user_id, id=message.source_id, format="raw")
 
     def _fetch_body(self, message: IncomingMessage) -> bytes:
+        return self._body(message)
+
+    def _body(self, message: IncomingMessage, answer: dict[str, Any] | None = None) -> bytes:
+        """Read one message whole; from `answer`, a batch's response, when it is usable."""
+        if answer is not None:
+            try:
+                return _raw(answer)
+            except (SourceError, ValueError) as exc:
+                log.info("%s: a batch part is unusable, read on its own: %s", self.name, exc)
         return _raw(self._call(self._raw_request(message)))
 
     def _fetch_bodies(self, messages: Sequence[IncomingMessage]) -> list[bytes]:
         # Rule 6: a batch request per `_BATCH` messages, for those not too large; whatever it
-        # does not deliver is read by `_fetch_body`, with its retries and errors.
+        # does not deliver is read on its own, with the retries and errors of `fetch_body`.
         bodies: list[bytes] = []
         for start in range(0, len(messages), _BATCH):
             chunk = messages[start : start + _BATCH]
@@ -618,24 +659,30 @@ class GmailSource(BaseSource):
                 for i, message in enumerate(chunk)
                 if self._sizes.get(message.source_id, 0) <= _BATCH_MESSAGE_BYTES
             ]
-            found: dict[int, bytes] = {}
+            answers: list[dict[str, Any] | None] = [None] * len(chunk)
             if len(small) > 1:  # a batch of one would be one request too, without retries
-                batched = self._batch([chunk[i] for i in small])
-                found = {small[j]: body for j, body in batched.items()}
-            bodies += [
-                found[i] if i in found else self._fetch_body(message)
-                for i, message in enumerate(chunk)
-            ]
+                requests = [(chunk[i].source_id, self._raw_request(chunk[i])) for i in small]
+                for i, answer in zip(small, self._batch(requests, "bodies"), strict=True):
+                    answers[i] = answer
+            bodies += [self._body(m, answer) for m, answer in zip(chunk, answers, strict=True)]
         return bodies
 
-    def _batch(self, messages: Sequence[IncomingMessage]) -> dict[int, bytes]:
-        """Read `messages` whole by one batch request (Rule 6).
+    def _batch(
+        self, requests: Sequence[tuple[str, Any]], what: str
+    ) -> list[dict[str, Any] | None]:
+        """Send `requests`, (message id, ``messages.get`` request) pairs, as one batch (Rule 6).
+
+        Args:
+            requests: at most `_BATCH` of them.
+            what: what they read, for the log.
 
         Returns:
-            The bodies the batch delivered, by their message's index in `messages`; the
-            others are left out (and the reasons logged), never raised.
+            Each request's JSON response, in order; ``None`` where the batch did not answer
+            cleanly (a failed part, a missing one, one of another message, or the batch
+            request failing as a whole): the reasons are logged, never raised. Decoding a
+            response is the caller's.
         """
-        found: dict[int, bytes] = {}
+        answers: list[dict[str, Any] | None] = [None] * len(requests)
         answered: set[int] = set()
         reasons: collections.Counter[str] = collections.Counter()
 
@@ -644,40 +691,38 @@ class GmailSource(BaseSource):
             # part; should it raise, `execute` stops and the parts left are read one by one.
             index = int(request_id)
             answered.add(index)
-            message = messages[index]
             if exception is not None:
                 reasons[f"HTTP {_status(exception)}"] += 1
-            # The id is checked too: a body is never handed over for another message.
-            elif not isinstance(response, dict) or response.get("id") != message.source_id:
+            # The id is checked too: a response is never taken for another message's.
+            elif not isinstance(response, dict) or response.get("id") != requests[index][0]:
                 reasons["a part of another message"] += 1
             else:
-                try:
-                    found[index] = _raw(response)
-                except (SourceError, ValueError):
-                    reasons["a part without a raw message"] += 1
+                answers[index] = response
 
         try:
             batch = self._service.new_batch_http_request(callback=part)
-            for index, message in enumerate(messages):
+            for index, (_, request) in enumerate(requests):
                 # The request ids are indexes: unique even when a message is asked for twice.
-                batch.add(self._raw_request(message), request_id=str(index))
+                batch.add(request, request_id=str(index))
             # No http given: the library takes the requests' own, the service's authorised
             # http that `_call` uses (it applies the credentials to the batch and each part).
             batch.execute()
         except Exception as exc:  # whatever failed, the messages are read one by one
             reasons[f"the batch failed: {type(exc).__name__}: {exc!s:.200}"] += 1
         else:
-            if len(answered) < len(messages):
-                reasons["parts missing"] += len(messages) - len(answered)
-        if len(found) < len(messages):
+            if len(answered) < len(requests):
+                reasons["parts missing"] += len(requests) - len(answered)
+        got = sum(answer is not None for answer in answers)
+        if got < len(requests):
             log.info(
-                "%s: a batch request gave %d of %d bodies, the others are read one by one: %s",
+                "%s: a batch request gave %d of %d %s, the others are read one by one: %s",
                 self.name,
-                len(found),
-                len(messages),
+                got,
+                len(requests),
+                what,
                 ", ".join(f"{reason} ({n})" for reason, n in reasons.items()),
             )
-        return found
+        return answers
 
     def _probe(self) -> Hashable:
         return self._profile()[1]
