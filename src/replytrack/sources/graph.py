@@ -575,15 +575,18 @@ class GraphSource(BaseSource):
             items = page.get("value")
             if not isinstance(items, list):
                 raise SourceError(f"{self.name}: a delta page without 'value': {url}")
-            added = 0
             batched: dict[str, dict[str, Any] | None] = {}  # by id: a $batch's answer (Rule 5)
             for index, item in enumerate(items):
                 if not isinstance(item, dict) or not self._due(item, folder, seen):
                     continue
                 if len(out) >= limit:
-                    # Graph sent more than asked (Rule 1): this page again next time; what
-                    # was delivered from it is in `seen`, which keeps at least that much.
-                    folder = attrs.evolve(folder, link=url, seen=self._tail(seen, added))
+                    # Graph sent more than asked (Rule 1): this page again next time. What was
+                    # delivered from it, by this fetch or by the earlier ones that stopped in
+                    # it too, is the newest of `seen` (`_due` moved the remembered ones to the
+                    # end) and must all stay, whatever `remember` says, or it comes again.
+                    page_ids = {_digest(i["id"]) for i in items[:index] if _has_id(i)}
+                    delivered = len(page_ids.intersection(seen))
+                    folder = attrs.evolve(folder, link=url, seen=self._tail(seen, delivered))
                     return folder, True, rescanned
                 if item["id"] not in batched:
                     room = min(limit - len(out), _BATCH_SIZE)
@@ -593,7 +596,6 @@ class GraphSource(BaseSource):
                     continue  # deleted since the page was made
                 out.append(message)
                 seen.append(_digest(message.source_id))
-                added += 1
             next_link = page.get("@odata.nextLink")
             delta_link = page.get("@odata.deltaLink")
             if isinstance(next_link, str):
@@ -917,6 +919,11 @@ class GraphSource(BaseSource):
     def _close(self) -> None:
         if self._owns_client:
             self._client.close()
+
+
+def _has_id(item: object) -> bool:
+    """Whether a delta entry names a message: a dict with a non-empty ``id`` string."""
+    return isinstance(item, dict) and isinstance(item.get("id"), str) and bool(item["id"])
 
 
 def _cursor_time(entry: Mapping[str, Any], key: str) -> int | None:
