@@ -622,12 +622,9 @@ class GraphSource(BaseSource):
 
         A remembered entry is moved to the end of `seen` (Rule 4), unless `touch` is false.
         """
-        if "@removed" in item or item.get("isDraft") is True:
+        if "@removed" in item or item.get("isDraft") is True or not _has_id(item):
             return False
-        source_id = item.get("id")
-        if not isinstance(source_id, str) or not source_id:
-            return False
-        digest = _digest(source_id)
+        digest = _digest(item["id"])
         if digest in seen:
             if touch:
                 # Listed again because it changed (read, flagged): keep it remembered (Rule 4).
@@ -694,7 +691,7 @@ class GraphSource(BaseSource):
         )
 
     def _fetch_body(self, message: IncomingMessage) -> bytes:
-        response = self._send("GET", f"{self._message_url(message.source_id)}/$value")
+        response = self._send("GET", self._value_url(message.source_id))
         if response.status_code != 200:
             self._raise(response, f"MIME of message {message.source_id[:40]}")
         return response.content
@@ -711,7 +708,7 @@ class GraphSource(BaseSource):
             if len(chunk) == 1:
                 bodies.append(self._fetch_body(chunk[0]))  # one request either way
                 continue
-            urls = [f"{self._message_url(m.source_id)}/$value" for m in chunk]
+            urls = [self._value_url(m.source_id) for m in chunk]
             batched = self._batch(urls, _base64, "bodies")
             bodies += [
                 self._fetch_body(message) if body is None else body
@@ -822,6 +819,9 @@ class GraphSource(BaseSource):
 
     def _headers_url(self, source_id: str) -> str:
         return f"{self._message_url(source_id)}?$select=internetMessageHeaders"
+
+    def _value_url(self, source_id: str) -> str:
+        return f"{self._message_url(source_id)}/$value"
 
     def _checked(self, link: str) -> str:
         if not self._ours(link):
